@@ -30,6 +30,7 @@ __all__ = [
     "extension",
     "extension_error",
     "get_backend",
+    "has_kernel",
     "resolve",
     "set_backend",
     "use_backend",
@@ -113,7 +114,7 @@ def extension_error() -> str | None:
     return _load_extension()[1]
 
 
-def _has_kernel(op: str, dispatch_key: str) -> bool:
+def has_kernel(op: str, dispatch_key: str) -> bool:
     return torch._C._dispatch_has_kernel_for_dispatch_key(f"fastconv_C::{op}", dispatch_key)
 
 
@@ -148,7 +149,7 @@ def why_not(backend: str, op: str, device: torch.device) -> str | None:
             return f"the cpu backend runs CPU tensors only; the tensors are on {device}"
         if extension() is None:
             return extension_error()
-        if not _has_kernel(op, "CPU"):
+        if not has_kernel(op, "CPU"):
             return f"fastconv._C has no CPU kernel for {op}"
         return None
     if backend == "cuda":
@@ -156,7 +157,7 @@ def why_not(backend: str, op: str, device: torch.device) -> str | None:
             return f"the cuda backend runs CUDA tensors only; the tensors are on {device}"
         if extension() is None:
             return extension_error()
-        if not _has_kernel(op, "CUDA"):
+        if not has_kernel(op, "CUDA"):
             return (
                 "fastconv._C was built without CUDA kernels "
                 f"(no CUDA kernel for {op}); rebuild with nvcc present or FASTCONV_BUILD_CUDA=1"

@@ -42,7 +42,7 @@ def _check_tensor(name: str, t: object, shape: tuple[int | None, ...] | None = N
     if not isinstance(t, Tensor):
         raise TypeError(f"{name} must be a Tensor; got {type(t).__name__}")
     if shape is not None:
-        if t.dim() != len(shape) or any(s is not None and s != d for s, d in zip(shape, t.shape)):
+        if t.dim() != len(shape) or any(s is not None and s != d for s, d in zip(shape, t.shape, strict=True)):
             want = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
             raise ValueError(f"{name} must have shape {want}; got {list(t.shape)}")
     return t
