@@ -19,6 +19,7 @@ import functools
 import importlib.metadata
 import inspect
 import math
+import os
 import platform
 import subprocess
 import time
@@ -269,10 +270,20 @@ def environment_info(device: torch.device) -> dict[str, object]:
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
         "fastconv": fastconv.__version__,
         "fastconv_C": backends.extension_error() or "loaded",
         "commit": _git_commit(),
     }
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average, None where the system has none: on a shared machine it says how far to
+    trust the timings (another process's threads compete with ours)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
@@ -328,7 +339,7 @@ def _run(benchmark, settings: Settings, variant: Variant, fn: Callable[[], objec
          info: dict[str, object], flops: int, min_bytes: int) -> None:
     benchmark.extra_info.update(environment_info(settings.device))
     benchmark.extra_info.update(variant.info())
-    benchmark.extra_info.update(info, dtype=str(settings.dtype).removeprefix("torch."))
+    benchmark.extra_info.update(info, dtype=str(settings.dtype).removeprefix("torch."), load_average=_load_average())
     backend = fastconv.use_backend(variant.backend) if variant.backend else contextlib.nullcontext()
     with backend, torch.no_grad():
         try:

@@ -47,6 +47,7 @@ class Results:
     environment: dict[str, object]
     datetime: str
     dtypes: list[str]
+    load_averages: list[float]
 
 
 def _first_seen(values: Iterable[str]) -> list[str]:
@@ -80,6 +81,7 @@ def load(path: Path, stat: str) -> Results:
         environment=environment,
         datetime=data.get("datetime", "?"),
         dtypes=_first_seen(i["dtype"] for i in infos),
+        load_averages=[i["load_average"] for i in infos if i.get("load_average") is not None],
     )
 
 
@@ -113,21 +115,31 @@ def _pairs(results: Results) -> list[tuple[str, str]]:
 def header(results: Results, stat: str) -> list[str]:
     env = results.environment
     commit = env.get("commit")
-    lines = [
-        "# fastconv benchmarks",
-        "",
-        f"- Device: {env.get('device_name')} ({env.get('device')}), {env.get('threads')} CPU threads",
-        f"- torch {env.get('torch')}, torchvision {env.get('torchvision')}, triton {env.get('triton')}, "
+    facts = [
+        f"Device: {env.get('device_name')} ({env.get('device')}), {env.get('threads')} CPU threads",
+        f"torch {env.get('torch')}, torchvision {env.get('torchvision')}, triton {env.get('triton')}, "
         f"CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}",
-        f"- fastconv {env.get('fastconv')}, commit {commit[:12] if commit else 'unknown'}, "
+        f"fastconv {env.get('fastconv')}, commit {commit[:12] if commit else 'unknown'}, "
         f"fastconv._C: {env.get('fastconv_C')}",
-        f"- dtype {', '.join(results.dtypes)}; run {results.datetime}",
-        f"- Times are the {stat} over the rounds; a speedup is baseline time / fastconv time (> 1: fastconv "
+        f"dtype {', '.join(results.dtypes)}; run {results.datetime}",
+        f"Times are the {stat} over the rounds; a speedup is baseline time / fastconv time (> 1: fastconv "
         "is faster), measured side by side in one run.",
-        "",
     ]
+    notes = []
+    if results.load_averages:
+        cpus = env.get("cpu_count") or 1
+        low, high = min(results.load_averages), max(results.load_averages)
+        facts.append(f"Load average (1 min) at the start of each benchmark: {low:.1f} to {high:.1f} on {cpus} CPUs")
+        # The suite keeps about `threads` CPUs busy itself; more than one CPU's worth beyond that is someone else.
+        if high > cpus + 1:
+            notes.append(f"**Warning:** other processes competed for the CPUs during this run (load average up "
+                         f"to {high:.1f} on {cpus} CPUs): the times, and the ratios between variants that suffer "
+                         "differently from oversubscription, are not reliable.")
     if not results.fastconv:
-        lines += ["No fastconv backend ran in this run, so there are no speedups; the baselines' times follow.", ""]
+        notes.append("No fastconv backend ran in this run, so there are no speedups; the baselines' times follow.")
+    lines = ["# fastconv benchmarks", "", *(f"- {f}" for f in facts), ""]
+    for note in notes:
+        lines += [note, ""]
     return lines
 
 
