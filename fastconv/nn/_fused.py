@@ -1,0 +1,263 @@
+"""What every fastconv module shares: the eval-mode plan, the folded-weight cache, the input check.
+
+A fastconv module subclasses the torchvision module it replaces and puts ``FusedModule`` first in its bases.
+In training mode (and whenever its layers are not something the fused ops compute exactly) it runs the
+torchvision forward unchanged. In eval mode it reads its layers into a *plan* (groups of conv -> BN ->
+activation stages), folds each BatchNorm into its conv, and runs fastconv's ops on the folded weights.
+
+The folded weights are cached per module and rebuilt when any weight, bias or BN statistic changes: the
+cache key holds each tensor's identity, version counter (bumped by every in-place update, optimizer steps
+and ``load_state_dict`` included) and data pointer, plus the compute dtype. ``.to()``/``.cuda()``/``.half()``
+and ``.train()``/``.eval()`` drop the cache; so does pickling. An in-place change through ``tensor.data``
+bypasses the version counter: call ``.eval()`` again after one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fastconv import ops, reference
+from fastconv.fold import FOLDABLE_NORMS, fold_conv_bn, is_foldable
+
+CHANNELS_LAST = torch.channels_last
+
+
+class Stage(NamedTuple):
+    """One conv -> BatchNorm (eval) -> activation, as found in a module."""
+
+    conv: nn.Conv2d
+    bn: nn.Module | None  # a foldable BatchNorm, or None when the conv is not normalised
+    activation: str  # "none", "relu" or "relu6"
+
+
+# Groups of stages; the stages of one group read the same input and run as one conv on their
+# output-channel-concatenated weights.
+Plan = tuple[tuple[Stage, ...], ...]
+
+_ACTIVATIONS: dict[type[nn.Module], str] = {nn.ReLU: "relu", nn.ReLU6: "relu6"}
+
+
+def stage(conv: nn.Module, bn: nn.Module | None, activation: str) -> Stage | None:
+    """The stage conv -> bn -> activation, or None when the fused ops cannot compute it exactly."""
+    if not isinstance(conv, nn.Conv2d) or conv.padding_mode != "zeros":
+        return None
+    if bn is not None and not is_foldable(bn):
+        return None
+    return Stage(conv, bn, activation)
+
+
+def sequence_stage(layers: Sequence[nn.Module]) -> Stage | None:
+    """The stage of a [conv, BatchNorm?, ReLU|ReLU6?] sequence (torchvision's Conv2dNormActivation), or None."""
+    if not layers:
+        return None
+    conv, rest = layers[0], list(layers[1:])
+    bn = rest.pop(0) if rest and isinstance(rest[0], FOLDABLE_NORMS) else None
+    activation = "none"
+    if rest:
+        activation = _ACTIVATIONS.get(type(rest.pop(0)))
+        if activation is None or rest:
+            return None
+    return stage(conv, bn, activation)
+
+
+def is_pointwise(conv: nn.Conv2d) -> bool:
+    """A 1x1, stride-1, unpadded, ungrouped conv: a GEMM over channels."""
+    return (conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0)
+            and conv.groups == 1)
+
+
+def is_depthwise(conv: nn.Conv2d) -> bool:
+    """A depthwise conv (one filter per channel) with numeric padding."""
+    return (conv.groups == conv.in_channels == conv.out_channels and conv.groups > 1
+            and not isinstance(conv.padding, str))
+
+
+def orientation(conv: nn.Conv2d) -> str | None:
+    """"1xn" or "nx1" for a stride-1, "same"-padded, ungrouped 1xn / nx1 conv (n odd > 1), else None."""
+    kh, kw = conv.kernel_size
+    if (conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1 or min(kh, kw) != 1
+            or max(kh, kw) == 1 or kh % 2 == 0 or kw % 2 == 0 or conv.padding != (kh // 2, kw // 2)):
+        return None
+    return "1xn" if kh == 1 else "nx1"
+
+
+@dataclass(frozen=True)
+class FoldedConv:
+    """A conv with BatchNorm folded in and its activation, run on the fastest exact fastconv op.
+
+    1x1 convs run as ``pointwise_conv2d``, depthwise ones as ``depthwise_conv2d``, the rest as ``F.conv2d``
+    on channels_last input. ``splits`` holds the output channels of each conv of a group that was stacked
+    into this one.
+    """
+
+    weight: Tensor  # [Cout, Cin / groups, kh, kw]
+    bias: Tensor | None  # [Cout]
+    stride: tuple[int, int]
+    padding: tuple[int, int] | str
+    dilation: tuple[int, int]
+    groups: int
+    activation: str
+    splits: tuple[int, ...]
+    pointwise: bool
+    depthwise: bool
+
+    @classmethod
+    def of(cls, group: Sequence[Stage], weight: Tensor, bias: Tensor | None) -> FoldedConv:
+        conv = group[0].conv
+        return cls(weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups, group[0].activation,
+                   tuple(s.conv.out_channels for s in group), is_pointwise(conv), is_depthwise(conv))
+
+    def __call__(self, x: Tensor) -> Tensor:  # [N, Cin, H, W] -> [N, Cout, Ho, Wo], channels_last
+        if self.pointwise:
+            return ops.pointwise_conv2d(x, self.weight, self.bias, self.activation)
+        if self.depthwise:
+            return ops.depthwise_conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                                        self.activation)
+        y = F.conv2d(x.contiguous(memory_format=CHANNELS_LAST), self.weight, self.bias, self.stride,
+                     self.padding, self.dilation, self.groups)
+        return reference.activate(y, self.activation)
+
+    def split(self, x: Tensor) -> tuple[Tensor, ...]:
+        """Runs the stacked convs as one and returns each conv's output (channel slices, no copies)."""
+        return self(x).split(self.splits, dim=1)
+
+
+def asymmetric_pair(x: Tensor, first: FoldedConv, second: FoldedConv) -> Tensor:
+    """first -> second (1xn -> nx1 or nx1 -> 1xn) in one ``asymmetric_conv_pair``."""
+    return ops.asymmetric_conv_pair(x, first.weight, first.bias, second.weight, second.bias, first.activation)
+
+
+def asymmetric_parallel(x: Tensor, a: FoldedConv, b: FoldedConv) -> Tensor:
+    """cat(a(x), b(x)) on channels in one ``asymmetric_conv_parallel``."""
+    return ops.asymmetric_conv_parallel(x, a.weight, a.bias, b.weight, b.bias, a.activation)
+
+
+def _stage_tensors(s: Stage) -> Iterator[Tensor]:
+    yield s.conv.weight
+    if s.conv.bias is not None:
+        yield s.conv.bias
+    if s.bn is not None:
+        for t in (s.bn.weight, s.bn.bias, s.bn.running_mean, s.bn.running_var):
+            if t is not None:
+                yield t
+
+
+def _fingerprint(t: Tensor) -> tuple[int, int, int]:
+    # Inference tensors have no version counter, and cannot be changed outside inference mode.
+    return id(t), 0 if t.is_inference() else t._version, t.data_ptr()
+
+
+def _fold_group(group: Sequence[Stage], dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
+    folded = [
+        fold_conv_bn(s.conv.weight, s.conv.bias, s.bn, dtype) if s.bn is not None
+        else (s.conv.weight.to(dtype), None if s.conv.bias is None else s.conv.bias.to(dtype))
+        for s in group
+    ]
+    if len(folded) == 1:
+        return folded[0]
+    weight = torch.cat([w for w, _ in folded])  # [sum Cout, Cin, 1, 1]
+    if all(b is None for _, b in folded):
+        return weight, None
+    return weight, torch.cat([b if b is not None else w.new_zeros(w.shape[0]) for w, b in folded])
+
+
+def _fold(plan: Plan, dtype: torch.dtype) -> list[tuple[Tensor, Tensor | None]]:
+    return [_fold_group(group, dtype) for group in plan]
+
+
+def _autocast_dtype(x: Tensor) -> torch.dtype | None:
+    """The dtype autocast gives convs on x's device, or None when autocast is off there."""
+    device = x.device.type
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return None
+
+
+class FusedModule(nn.Module):
+    """Base of the fastconv modules: the torchvision forward in training, fused ops on folded weights in eval.
+
+    Subclasses define ``_plan`` (the stages to fold, or None to run the torchvision forward) and
+    ``_forward_folded`` (the fused computation), and put this class before the torchvision class they
+    replace, whose ``forward`` serves training mode and fallbacks.
+    """
+
+    _fold_cache: tuple[tuple[Any, ...], list[tuple[Tensor, Tensor | None]]] | None = None
+
+    def _plan(self) -> Plan | None:
+        raise NotImplementedError
+
+    def _forward_folded(self, x: Tensor, convs: Sequence[FoldedConv]) -> Tensor:
+        raise NotImplementedError
+
+    def _first_conv(self) -> nn.Conv2d:
+        """The conv that reads the module's input (gives the expected input channels and dtype)."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        if not self.training:
+            plan = self._plan()
+            if plan is not None:
+                # Under autocast the fused path computes in the autocast dtype, as torch's convs would.
+                dtype = _autocast_dtype(x) or self._first_conv().weight.dtype
+                tensors = self._folded_tensors(plan, dtype)
+                convs = [FoldedConv.of(group, w, b) for group, (w, b) in zip(plan, tensors, strict=True)]
+                # Branches that read x directly (pooling) then keep channels_last too.
+                return self._forward_folded(x.to(dtype=dtype, memory_format=CHANNELS_LAST), convs)
+        return super().forward(x)
+
+    def _folded_tensors(self, plan: Plan, dtype: torch.dtype) -> list[tuple[Tensor, Tensor | None]]:
+        # Under torch.compile / torch.export (is_compiling() is true for both) the fold is traced into
+        # the graph, where freezing constant-folds it; the Python cache would not trace.
+        if torch.compiler.is_compiling():
+            return _fold(plan, dtype)
+        sources = [t for group in plan for s in group for t in _stage_tensors(s)]
+        # With autograd recording the fold must be part of the graph, and a cached graph could be
+        # backpropagated through only once.
+        if torch.is_grad_enabled() and any(t.requires_grad for t in sources):
+            return _fold(plan, dtype)
+        key = (dtype, *(_fingerprint(t) for t in sources))
+        cache = self._fold_cache
+        if cache is None or cache[0] != key:
+            with torch.no_grad():
+                cache = self._fold_cache = (key, _fold(plan, dtype))
+        return cache[1]
+
+    def _check_input(self, x: object) -> None:
+        name = type(self).__name__
+        conv = self._first_conv()
+        want = f"[N, {conv.in_channels}, H, W]"
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} expects a Tensor of shape {want}; got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(f"{name} expects a 4-D input {want}; got {x.dim()}-D of shape {list(x.shape)}")
+        if x.shape[1] != conv.in_channels:
+            raise ValueError(
+                f"{name} expects {conv.in_channels} input channels {want}; got shape {list(x.shape)}"
+            )
+        dtype = conv.weight.dtype
+        if x.dtype != dtype and not (x.is_floating_point() and _autocast_dtype(x) is not None):
+            raise ValueError(
+                f"{name} expects an input of its parameters' dtype {dtype}; got {x.dtype} "
+                f"(convert the input, or the module with .to({x.dtype}))"
+            )
+
+    def train(self, mode: bool = True) -> FusedModule:
+        self._fold_cache = None
+        return super().train(mode)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> FusedModule:
+        # .to()/.cuda()/.half() replace parameter storage; a freed address could be reused by the new one.
+        self._fold_cache = None
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_fold_cache", None)
+        return state

@@ -1,0 +1,307 @@
+"""fastconv.nn: each drop-in module against the torchvision module it replaces, holding the same weights."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import io
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from module_testing import CHANNELS_LAST, check_eval, check_train_step, module_backends, randomize_
+from op_testing import DTYPES, TOLERANCES, assert_within_tolerance
+from torch import Tensor, nn
+from torchvision.models import inception, mobilenetv2
+from torchvision.ops import misc
+
+import fastconv
+from fastconv import nn as fnn
+from fastconv.nn import _fused
+
+
+def group_norm(channels: int) -> nn.Module:
+    return nn.GroupNorm(1, channels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """A torchvision module, its fastconv counterpart, their constructor arguments and an input shape."""
+
+    id: str
+    torchvision: type[nn.Module]
+    fastconv: type[nn.Module]
+    args: tuple
+    input: tuple[int, int, int, int]
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    fused: bool = True  # False: layers the fused ops do not cover, which run torchvision's forward
+
+    def build(self, seed: int = 0) -> tuple[nn.Module, nn.Module]:
+        """(fastconv module, torchvision module) in eval mode, with the same random weights and BN statistics."""
+        reference = randomize_(self.torchvision(*self.args, **self.kwargs), seed)
+        ours = self.fastconv(*self.args, **self.kwargs)
+        ours.load_state_dict(reference.state_dict())
+        return ours.eval(), reference.eval()
+
+    def x(self, batch: int | None = None) -> Tensor:
+        shape = self.input if batch is None else (batch, *self.input[1:])
+        return torch.randn(shape, generator=torch.Generator().manual_seed(1))
+
+
+IR, CNA = (mobilenetv2.InvertedResidual, fnn.InvertedResidual), (misc.Conv2dNormActivation, fnn.Conv2dNormActivation)
+BASIC = (inception.BasicConv2d, fnn.BasicConv2d)
+CASES = [
+    # InvertedResidual(inp, oup, stride, expand_ratio)
+    Case("ir-t1", *IR, (16, 8, 1, 1), (2, 16, 9, 9)),
+    Case("ir-t6-s2-odd", *IR, (8, 12, 2, 6), (2, 8, 11, 9)),
+    Case("ir-t6-residual", *IR, (12, 12, 1, 6), (3, 12, 7, 7)),
+    Case("ir-t3-odd-channels", *IR, (5, 5, 1, 3), (1, 5, 8, 6)),
+    Case("ir-groupnorm", *IR, (8, 8, 1, 6), (2, 8, 6, 6), {"norm_layer": group_norm}, fused=False),
+    # Conv2dNormActivation(in, out, ...)
+    Case("cna-stem-3x3-s2", *CNA, (3, 16), (2, 3, 17, 15), {"stride": 2, "activation_layer": nn.ReLU6}),
+    Case("cna-1x1-relu6", *CNA, (24, 40), (2, 24, 7, 7), {"kernel_size": 1, "activation_layer": nn.ReLU6}),
+    Case("cna-depthwise-relu", *CNA, (12, 12), (2, 12, 9, 9), {"groups": 12}),
+    Case("cna-no-norm-bias", *CNA, (6, 10), (2, 6, 5, 5),
+         {"kernel_size": 1, "norm_layer": None, "activation_layer": None}),
+    Case("cna-hardswish", *CNA, (6, 10), (2, 6, 5, 5), {"activation_layer": nn.Hardswish}, fused=False),
+    Case("cna-groupnorm", *CNA, (6, 10), (2, 6, 5, 5), {"norm_layer": group_norm}, fused=False),
+    # Inception
+    Case("basic-1x1", *BASIC, (24, 16), (2, 24, 7, 7), {"kernel_size": 1}),
+    Case("basic-3x3-s2", *BASIC, (8, 16), (2, 8, 9, 11), {"kernel_size": 3, "stride": 2}),
+    Case("basic-1x7", *BASIC, (8, 12), (2, 8, 9, 9), {"kernel_size": (1, 7), "padding": (0, 3)}),
+    Case("inception-a", inception.InceptionA, fnn.InceptionA, (24,), (2, 24, 9, 9), {"pool_features": 8}),
+    Case("inception-b", inception.InceptionB, fnn.InceptionB, (24,), (2, 24, 9, 9)),
+    Case("inception-c", inception.InceptionC, fnn.InceptionC, (40,), (2, 40, 9, 8), {"channels_7x7": 12}),
+    Case("inception-d", inception.InceptionD, fnn.InceptionD, (40,), (2, 40, 9, 9)),
+    Case("inception-e", inception.InceptionE, fnn.InceptionE, (40,), (2, 40, 5, 5)),
+    Case("inception-aux", inception.InceptionAux, fnn.InceptionAux, (40, 10), (2, 40, 17, 17)),
+]
+ALL = [pytest.param(c, id=c.id) for c in CASES]
+FUSED = [pytest.param(c, id=c.id) for c in CASES if c.fused]
+FALLBACK = [pytest.param(c, id=c.id) for c in CASES if not c.fused]
+BY_ID = {c.id: c for c in CASES}
+BACKENDS = module_backends()
+
+
+@pytest.mark.parametrize("tol", DTYPES)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", FUSED)
+def test_eval_matches_torchvision(case, backend, tol):
+    ours, reference = case.build()
+    out = check_eval(ours, reference, case.x(), backend, tol)
+    assert ours._plan() is not None, "the fused path must run"
+    if out.dim() == 4:
+        assert out.is_contiguous(memory_format=CHANNELS_LAST), f"output strides {out.stride()}"
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "strided"])
+@pytest.mark.parametrize("case", [FUSED[1], FUSED[-3]])
+def test_eval_input_layouts(case, layout):
+    ours, reference = case.build()
+    x = case.x()
+    x = x.contiguous(memory_format=CHANNELS_LAST) if layout == "channels_last" else x.transpose(2, 3).mT
+    check_eval(ours, reference, x, "reference")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", FUSED)
+def test_eval_empty_batch(case, backend):
+    ours, reference = case.build()
+    x = case.x(batch=0)
+    with torch.no_grad(), fastconv.use_backend(backend):
+        assert ours(x).shape == reference(x).shape
+
+
+@pytest.mark.parametrize("case", FALLBACK)
+def test_eval_fallback_is_torchvision(case):
+    # Layers the fused ops cannot compute exactly run torchvision's forward: the same numbers.
+    ours, reference = case.build()
+    assert ours._plan() is None
+    x = case.x()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), reference(x), rtol=0, atol=0)
+
+
+def test_eval_batchnorm_in_training_mode_falls_back():
+    # A BatchNorm left in training mode normalises with batch statistics: not foldable.
+    case = BY_ID["ir-t6-residual"]
+    ours, reference = case.build()
+    ours.conv[1][1].train()
+    reference.conv[1][1].train()
+    x = case.x()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), reference(x), rtol=0, atol=0)
+    torch.testing.assert_close(ours.state_dict(), reference.state_dict(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("case", ALL)
+def test_train_matches_torchvision(case):
+    ours, reference = case.build()
+    check_train_step(ours, reference, case.x())
+
+
+@pytest.mark.parametrize("case", FUSED)
+def test_eval_backward_matches_torchvision(case):
+    # Fine-tuning with frozen BatchNorm: gradients flow through the fold to conv and BN parameters.
+    ours, reference = case.build()
+    grads = []
+    for model in (ours, reference):
+        x = case.x().requires_grad_()
+        model(x).sin().sum().backward()
+        grads.append({"x": x.grad, **{k: p.grad for k, p in model.named_parameters()}})
+    assert grads[0].keys() == grads[1].keys()
+    for key, grad in grads[0].items():
+        assert grad is not None, f"no gradient for {key}"
+        assert_within_tolerance(grad, grads[1][key].double(), TOLERANCES[0], lambda g=grad: g)
+
+
+@pytest.mark.parametrize("case", ALL)
+def test_structure_is_torchvision(case):
+    ours, reference = case.build()
+    assert isinstance(ours, case.torchvision)
+    assert repr(ours) == repr(reference)
+    assert list(ours.state_dict()) == list(reference.state_dict())
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+@pytest.mark.parametrize("case", ALL)
+def test_bad_input(case, mode):
+    ours, _ = case.build()
+    ours.train(mode == "train")
+    x = case.x()
+    name, channels = type(ours).__name__, case.input[1]
+    bad: list[tuple[object, type[Exception], str]] = [
+        (x[0], ValueError, rf"{name} expects a 4-D input \[N, {channels}, H, W\]; got 3-D"),
+        (x[:, :-1], ValueError, rf"{name} expects {channels} input channels .* got shape \[2?1?3?, {channels - 1},"),
+        (x.double(), ValueError, rf"{name} expects an input of its parameters' dtype torch.float32; got torch.float64"),
+        (x.to(torch.int32), ValueError, rf"{name} expects an input of its parameters' dtype .* got torch.int32"),
+        (x.tolist(), TypeError, rf"{name} expects a Tensor of shape \[N, {channels}, H, W\]; got list"),
+    ]
+    before = x.clone()
+    for value, error, match in bad:
+        with pytest.raises(error, match=match):
+            ours(value)
+    assert torch.equal(x, before)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The folded-weight cache.
+
+
+@pytest.fixture
+def fold_count(monkeypatch) -> Callable[[], int]:
+    """How many times modules have folded their weights since the fixture was set up."""
+    calls = []
+    fold = _fused._fold
+
+    def counting(*args):
+        calls.append(1)
+        return fold(*args)
+
+    monkeypatch.setattr(_fused, "_fold", counting)
+    return lambda: len(calls)
+
+
+@pytest.mark.parametrize("case", [pytest.param(BY_ID[i], id=i) for i in ("ir-t6-residual", "inception-e")])
+def test_cache_follows_updates(case, fold_count):
+    ours, reference = case.build()
+    x = case.x()
+    check_eval(ours, reference, x, "reference")
+    check_eval(ours, reference, x, "reference")
+    assert fold_count() == 1, "a second call reuses the folded weights"
+
+    def both(update: Callable[[nn.Module], None]) -> None:
+        with torch.no_grad():
+            update(ours)
+            update(reference)
+
+    conv = next(m for m in ours.modules() if isinstance(m, nn.Conv2d))
+    conv_name = next(n for n, m in ours.named_modules() if m is conv)
+    bn_name = next(n for n, m in ours.named_modules() if isinstance(m, nn.BatchNorm2d))
+    # An in-place change of a parameter, then of a running statistic (as an optimizer or training would).
+    both(lambda m: m.get_submodule(conv_name).weight.mul_(-1.5))
+    check_eval(ours, reference, x, "reference")
+    both(lambda m: m.get_submodule(bn_name).running_var.mul_(3))
+    check_eval(ours, reference, x, "reference")
+    assert fold_count() == 3
+    # load_state_dict copies into the same tensors.
+    reference.load_state_dict(randomize_(copy.deepcopy(reference), seed=7).state_dict())
+    ours.load_state_dict(reference.state_dict())
+    check_eval(ours, reference, x, "reference")
+    # A parameter replaced by a new tensor.
+    both(lambda m: setattr(m.get_submodule(conv_name), "weight", nn.Parameter(-m.get_submodule(conv_name).weight)))
+    check_eval(ours, reference, x, "reference")
+    # A change through .data bypasses version counters: .eval() refreshes.
+    both(lambda m: m.get_submodule(conv_name).weight.data.mul_(0.5))
+    ours.eval()
+    check_eval(ours, reference, x, "reference")
+    assert fold_count() == 6
+
+
+def test_cache_follows_dtype_and_device_moves():
+    case = BY_ID["ir-t6-s2-odd"]
+    ours, reference = case.build()
+    x = case.x()
+    with torch.no_grad():
+        ours(x)
+        ours.double()
+        out = ours(x.double())
+        assert out.dtype == torch.float64
+        torch.testing.assert_close(out, reference.double()(x.double()), rtol=1e-12, atol=1e-12)
+        # Round trip through float16: the float32 parameters are now rounded, and may reuse old storage.
+        ours.half().float()
+        reference.half().float()
+        torch.testing.assert_close(ours(x), reference.float()(x), rtol=1e-4, atol=1e-4)
+        ours.to(torch.device("meta"))
+        assert ours(x.to("meta")).device.type == "meta"
+
+
+def test_cache_is_not_used_while_recording_gradients(fold_count):
+    case = BY_ID["inception-c"]
+    ours, reference = case.build()
+    x = case.x()
+    for step in range(2):
+        for model in (ours, reference):
+            model.zero_grad()
+            model(x).sum().backward()
+        torch.testing.assert_close(ours.branch7x7_2.conv.weight.grad, reference.branch7x7_2.conv.weight.grad,
+                                   rtol=1e-4, atol=1e-4, msg=f"step {step}")
+    assert fold_count() == 2
+    assert ours._fold_cache is None
+
+
+def test_pickle_and_deepcopy_drop_the_cache():
+    case = BY_ID["inception-a"]
+    ours, reference = case.build()
+    x = case.x()
+    with torch.no_grad():
+        ours(x)
+    assert ours._fold_cache is not None
+    buffer = io.BytesIO()
+    torch.save(ours, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert loaded._fold_cache is None
+    check_eval(loaded, reference, x, "reference")
+    clone = copy.deepcopy(ours)
+    with torch.no_grad():
+        clone.branch1x1.bn.bias.add_(1)
+    check_eval(ours, reference, x, "reference")
+    with torch.no_grad():
+        reference.branch1x1.bn.bias.add_(1)
+    check_eval(clone, reference, x, "reference")
+
+
+def test_autocast_bfloat16():
+    # Under autocast the fused path computes in the autocast dtype, as torch's convs do.
+    case = BY_ID["ir-t6-residual"]
+    ours, reference = case.build()
+    x = case.x()
+    expected = copy.deepcopy(reference).double()(x.double()).detach()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ours(x)
+        torchs = reference(x)
+    assert out.dtype == torch.bfloat16
+    bf16 = next(t for t in TOLERANCES if t.dtype == torch.bfloat16)
+    assert_within_tolerance(out, expected, bf16, lambda: torchs)
