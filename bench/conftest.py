@@ -152,6 +152,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="device to benchmark on (default: cuda when available, else cpu)")
     group.addoption("--bench-dtype", choices=tuple(DTYPES),
                     help="dtype of every tensor (default: float16 on cuda, float32 on cpu)")
+    group.addoption("--bench-threads", type=int,
+                    help="torch CPU threads (torch.set_num_threads; default: torch's choice). On a shared machine "
+                    "1 keeps the comparison fair: multithreaded kernels suffer most from other processes")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-benchmark's own pytest_configure reads the timer option
@@ -161,6 +164,11 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("--bench-device cuda: torch sees no CUDA device")
     default_dtype, batches = DEVICE_DEFAULTS[device_type]
     dtype_name = config.getoption("--bench-dtype")
+    threads = config.getoption("--bench-threads")
+    if threads is not None:
+        if threads < 1:
+            raise pytest.UsageError(f"--bench-threads must be at least 1; got {threads}")
+        torch.set_num_threads(threads)
     config.stash[SETTINGS] = Settings(
         device=torch.device(device_type),
         dtype=DTYPES[dtype_name] if dtype_name else default_dtype,
