@@ -116,7 +116,7 @@ def header(results: Results, stat: str) -> list[str]:
     env = results.environment
     commit = env.get("commit")
     facts = [
-        f"Device: {env.get('device_name')} ({env.get('device')}), {env.get('threads')} CPU threads",
+        f"Device: {env.get('device_name')} ({env.get('device')}); torch CPU threads: {env.get('threads')}",
         f"torch {env.get('torch')}, torchvision {env.get('torchvision')}, triton {env.get('triton')}, "
         f"CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}",
         f"fastconv {env.get('fastconv')}, commit {commit[:12] if commit else 'unknown'}, "
