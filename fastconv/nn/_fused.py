@@ -5,11 +5,13 @@ In training mode (and whenever its layers are not something the fused ops comput
 torchvision forward unchanged. In eval mode it reads its layers into a *plan* (groups of conv -> BN ->
 activation stages), folds each BatchNorm into its conv, and runs fastconv's ops on the folded weights.
 
-The folded weights are cached per module and rebuilt when any weight, bias or BN statistic changes: the
-cache key holds each tensor's identity, version counter (bumped by every in-place update, optimizer steps
-and ``load_state_dict`` included) and data pointer, plus the compute dtype. ``.to()``/``.cuda()``/``.half()``
-and ``.train()``/``.eval()`` drop the cache; so does pickling. An in-place change through ``tensor.data``
-bypasses the version counter: call ``.eval()`` again after one.
+The folded weights are cached per module for inference (``torch.no_grad()``, ``torch.inference_mode()``,
+or parameters that do not require grad); while autograd records, the fold runs on every call so that
+gradients reach the conv and BN parameters. The cache is rebuilt when any weight, bias or BN statistic
+changes: its key holds each tensor's identity, version counter (bumped by every in-place update, optimizer
+steps and ``load_state_dict`` included) and data pointer, plus the compute dtype. ``.to()``/``.cuda()``/
+``.half()`` and ``.train()``/``.eval()`` drop the cache; so does pickling. An in-place change through
+``tensor.data`` bypasses the version counter: call ``.eval()`` again after one.
 """
 
 from __future__ import annotations
@@ -225,7 +227,8 @@ class FusedModule(nn.Module):
         key = (dtype, *(_fingerprint(t) for t in sources))
         cache = self._fold_cache
         if cache is None or cache[0] != key:
-            with torch.no_grad():
+            # Plain tensors even under inference_mode: a later call may record autograd (on a frozen model).
+            with torch.inference_mode(False), torch.no_grad():
                 cache = self._fold_cache = (key, _fold(plan, dtype))
         return cache[1]
 
