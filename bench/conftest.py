@@ -47,13 +47,14 @@ DEVICE_DEFAULTS: dict[str, tuple[torch.dtype, tuple[int, ...]]] = {
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 # Seconds of timed rounds per benchmark of a (layer case, network), by (device type, --bench-quick). On CPU
-# they are sized so that the full suite takes about ten minutes on a 2-core machine (78 layer cases x 2
-# batches x 3 variants, plus the networks) and --bench-quick under two.
+# they are sized so that the full suite takes about ten minutes on an idle 2-core machine (78 layer cases x 2
+# batches x 3 variants, plus the networks) and --bench-quick under two; on CUDA, where 0.05 s is thousands of
+# calls, so that the suite fits a few minutes of a shared GPU (78 x 2 x 4 variants).
 TIME_BUDGET_S = {
     ("cpu", False): (0.9, 4.0),
     ("cpu", True): (0.4, 2.0),
-    ("cuda", False): (0.1, 1.0),
-    ("cuda", True): (0.05, 0.5),
+    ("cuda", False): (0.05, 0.5),
+    ("cuda", True): (0.03, 0.3),
 }
 MIN_ROUNDS = 3  # the floor for slow cases (InceptionV3 at batch 8 on CPU: about 1 s a call)
 MAX_ROUNDS = 1000
