@@ -127,12 +127,37 @@ def test_eval_batchnorm_in_training_mode_falls_back():
     # A BatchNorm left in training mode normalises with batch statistics: not foldable.
     case = BY_ID["ir-t6-residual"]
     ours, reference = case.build()
-    ours.conv[1][1].train()
-    reference.conv[1][1].train()
     x = case.x()
+    check_eval(ours, reference, x, "reference")
+    for model in (ours, reference):
+        model.conv[1][1].train()
     with torch.no_grad():
         torch.testing.assert_close(ours(x), reference(x), rtol=0, atol=0)
     torch.testing.assert_close(ours.state_dict(), reference.state_dict(), rtol=0, atol=0)
+    for model in (ours, reference):
+        model.conv[1][1].eval()
+    check_eval(ours, reference, x, "reference")
+
+
+def test_eval_follows_layer_replacements():
+    case = BY_ID["ir-t6-s2-odd"]
+    ours, reference = case.build()
+    x = case.x()
+    check_eval(ours, reference, x, "reference")
+    # ReLU6 -> ReLU in the depthwise stage: the expand stage keeps ReLU6, which one fused op cannot do.
+    for model in (ours, reference):
+        model.conv[1][2] = nn.ReLU()
+    check_eval(ours, reference, x, "reference")
+    assert ours._plan() is None
+    for model in (ours, reference):
+        model.conv[0][2] = nn.ReLU()
+    check_eval(ours, reference, x, "reference")
+    assert ours._plan() is not None
+    # A new projection BatchNorm with other statistics.
+    bn = randomize_(nn.BatchNorm2d(12), seed=5).eval()
+    for model in (ours, reference):
+        model.conv[3] = copy.deepcopy(bn)
+    check_eval(ours, reference, x, "reference")
 
 
 @pytest.mark.parametrize("case", ALL)
@@ -193,13 +218,13 @@ def test_bad_input(case, mode):
 def fold_count(monkeypatch) -> Callable[[], int]:
     """How many times modules have folded their weights since the fixture was set up."""
     calls = []
-    fold = _fused._fold
+    fold = _fused._folded_convs
 
     def counting(*args):
         calls.append(1)
         return fold(*args)
 
-    monkeypatch.setattr(_fused, "_fold", counting)
+    monkeypatch.setattr(_fused, "_folded_convs", counting)
     return lambda: len(calls)
 
 
@@ -268,7 +293,7 @@ def test_cache_is_not_used_while_recording_gradients(fold_count):
         torch.testing.assert_close(ours.branch7x7_2.conv.weight.grad, reference.branch7x7_2.conv.weight.grad,
                                    rtol=1e-4, atol=1e-4, msg=f"step {step}")
     assert fold_count() == 2
-    assert ours._fold_cache is None
+    assert ours._cache.convs is None, "nothing folded is kept"
 
 
 def test_pickle_and_deepcopy_drop_the_cache():
@@ -277,12 +302,12 @@ def test_pickle_and_deepcopy_drop_the_cache():
     x = case.x()
     with torch.no_grad():
         ours(x)
-    assert ours._fold_cache is not None
+    assert ours._cache.convs is not None
     buffer = io.BytesIO()
     torch.save(ours, buffer)
     buffer.seek(0)
     loaded = torch.load(buffer, weights_only=False)
-    assert loaded._fold_cache is None
+    assert loaded._cache is None
     check_eval(loaded, reference, x, "reference")
     clone = copy.deepcopy(ours)
     with torch.no_grad():
@@ -315,7 +340,7 @@ def test_cache_built_in_inference_mode_serves_input_gradients():
         model.requires_grad_(False)
     with torch.inference_mode():
         ours(case.x())
-    assert ours._fold_cache is not None
+    assert ours._cache.convs is not None
     grads = []
     for model in (ours, reference):
         x = case.x().requires_grad_()

@@ -12,6 +12,10 @@ changes: its key holds each tensor's identity, version counter (bumped by every 
 steps and ``load_state_dict`` included) and data pointer, plus the compute dtype. ``.to()``/``.cuda()``/
 ``.half()`` and ``.train()``/``.eval()`` drop the cache; so does pickling. An in-place change through
 ``tensor.data`` bypasses the version counter: call ``.eval()`` again after one.
+
+The plan is cached too, and read again when a BatchNorm of the module changes mode or when a module,
+parameter or buffer is assigned anywhere (torch's global registration hooks count such edits). Edits that
+register nothing (deleting a layer, changing a conv's stride in place) need a call to ``.eval()``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,11 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.module import (
+    register_module_buffer_registration_hook,
+    register_module_module_registration_hook,
+    register_module_parameter_registration_hook,
+)
 
 from fastconv import ops, reference
 from fastconv.fold import FOLDABLE_NORMS, fold_conv_bn, is_foldable
@@ -169,8 +178,8 @@ def _fold_group(group: Sequence[Stage], dtype: torch.dtype) -> tuple[Tensor, Ten
     return weight, torch.cat([b if b is not None else w.new_zeros(w.shape[0]) for w, b in folded])
 
 
-def _fold(plan: Plan, dtype: torch.dtype) -> list[tuple[Tensor, Tensor | None]]:
-    return [_fold_group(group, dtype) for group in plan]
+def _folded_convs(plan: Plan, dtype: torch.dtype) -> list[FoldedConv]:
+    return [FoldedConv.of(group, *_fold_group(group, dtype)) for group in plan]
 
 
 def _autocast_dtype(x: Tensor) -> torch.dtype | None:
@@ -181,6 +190,44 @@ def _autocast_dtype(x: Tensor) -> torch.dtype | None:
     return None
 
 
+# Bumped whenever a module, parameter or buffer is assigned to any module (torch's global registration
+# hooks): cached plans are read again after such an edit.
+_structure_version = 0
+
+
+def _structure_changed(*args: object) -> None:
+    global _structure_version
+    _structure_version += 1
+
+
+register_module_module_registration_hook(_structure_changed)
+register_module_parameter_registration_hook(_structure_changed)
+register_module_buffer_registration_hook(_structure_changed)
+
+
+@dataclass
+class _Cache:
+    """A module's plan and folded convs, and what they were computed from."""
+
+    structure: int  # _structure_version when the plan was read
+    norms: tuple[nn.Module, ...]  # the module's BatchNorms, whose modes decide whether they fold
+    modes: tuple[bool, ...]  # their training flags when the plan was read
+    plan: Plan | None
+    sources: tuple[Tensor, ...]  # the tensors the fold reads
+    key: tuple[Any, ...] = ()  # the dtype and the sources' fingerprints when last folded
+    convs: list[FoldedConv] | None = None
+
+    @classmethod
+    def read(cls, module: FusedModule) -> _Cache:
+        norms = tuple(m for m in module.modules() if isinstance(m, FOLDABLE_NORMS))
+        plan = module._plan()
+        sources = () if plan is None else tuple(t for group in plan for s in group for t in _stage_tensors(s))
+        return cls(_structure_version, norms, tuple(m.training for m in norms), plan, sources)
+
+    def valid(self) -> bool:
+        return self.structure == _structure_version and self.modes == tuple(m.training for m in self.norms)
+
+
 class FusedModule(nn.Module):
     """Base of the fastconv modules: the torchvision forward in training, fused ops on folded weights in eval.
 
@@ -189,7 +236,7 @@ class FusedModule(nn.Module):
     replace, whose ``forward`` serves training mode and fallbacks.
     """
 
-    _fold_cache: tuple[tuple[Any, ...], list[tuple[Tensor, Tensor | None]]] | None = None
+    _cache: _Cache | None = None
 
     def _plan(self) -> Plan | None:
         raise NotImplementedError
@@ -203,34 +250,39 @@ class FusedModule(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
-        if not self.training:
-            plan = self._plan()
-            if plan is not None:
-                # Under autocast the fused path computes in the autocast dtype, as torch's convs would.
-                dtype = _autocast_dtype(x) or self._first_conv().weight.dtype
-                tensors = self._folded_tensors(plan, dtype)
-                convs = [FoldedConv.of(group, w, b) for group, (w, b) in zip(plan, tensors, strict=True)]
-                # Branches that read x directly (pooling) then keep channels_last too.
-                return self._forward_folded(x.to(dtype=dtype, memory_format=CHANNELS_LAST), convs)
-        return super().forward(x)
+        if self.training:
+            return super().forward(x)
+        # Under autocast the fused path computes in the autocast dtype, as torch's convs would.
+        dtype = _autocast_dtype(x) or self._first_conv().weight.dtype
+        convs = self._folded(dtype)
+        if convs is None:
+            return super().forward(x)
+        # Branches that read x directly (pooling) then keep channels_last too.
+        return self._forward_folded(x.to(dtype=dtype, memory_format=CHANNELS_LAST), convs)
 
-    def _folded_tensors(self, plan: Plan, dtype: torch.dtype) -> list[tuple[Tensor, Tensor | None]]:
-        # Under torch.compile / torch.export (is_compiling() is true for both) the fold is traced into
-        # the graph, where freezing constant-folds it; the Python cache would not trace.
+    def _folded(self, dtype: torch.dtype) -> list[FoldedConv] | None:
+        """The plan's convs with BatchNorm folded in, or None when the torchvision forward must run."""
+        # Under torch.compile / torch.export (is_compiling() is true for both) the plan and the fold are
+        # traced into the graph, where freezing constant-folds the fold; the Python cache would not trace.
         if torch.compiler.is_compiling():
-            return _fold(plan, dtype)
-        sources = [t for group in plan for s in group for t in _stage_tensors(s)]
+            plan = self._plan()
+            return None if plan is None else _folded_convs(plan, dtype)
+        cache = self._cache
+        if cache is None or not cache.valid():
+            cache = self._cache = _Cache.read(self)
+        if cache.plan is None:
+            return None
         # With autograd recording the fold must be part of the graph, and a cached graph could be
         # backpropagated through only once.
-        if torch.is_grad_enabled() and any(t.requires_grad for t in sources):
-            return _fold(plan, dtype)
-        key = (dtype, *(_fingerprint(t) for t in sources))
-        cache = self._fold_cache
-        if cache is None or cache[0] != key:
+        if torch.is_grad_enabled() and any(t.requires_grad for t in cache.sources):
+            return _folded_convs(cache.plan, dtype)
+        key = (dtype, *map(_fingerprint, cache.sources))
+        if cache.key != key:
             # Plain tensors even under inference_mode: a later call may record autograd (on a frozen model).
             with torch.inference_mode(False), torch.no_grad():
-                cache = self._fold_cache = (key, _fold(plan, dtype))
-        return cache[1]
+                cache.convs = _folded_convs(cache.plan, dtype)
+            cache.key = key
+        return cache.convs
 
     def _check_input(self, x: object) -> None:
         name = type(self).__name__
@@ -252,15 +304,15 @@ class FusedModule(nn.Module):
             )
 
     def train(self, mode: bool = True) -> FusedModule:
-        self._fold_cache = None
+        self._cache = None
         return super().train(mode)
 
     def _apply(self, fn: Any, recurse: bool = True) -> FusedModule:
         # .to()/.cuda()/.half() replace parameter storage; a freed address could be reused by the new one.
-        self._fold_cache = None
+        self._cache = None
         return super()._apply(fn, recurse)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.pop("_fold_cache", None)
+        state.pop("_cache", None)
         return state
