@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import zlib
 from collections.abc import Callable, Iterator
 
@@ -45,13 +46,6 @@ Shape4 = tuple[int, int, int, int]
 
 def _conv_out(size: int, k: int, stride: int, padding: int, dilation: int) -> int:
     return (size + 2 * padding - dilation * (k - 1) - 1) // stride + 1
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,17 +112,17 @@ class LayerCase:
             if weight is not None:
                 # Every conv writes the op's output size but inverted_residual's expand, before the stride.
                 pixels = h * w if self.op == "inverted_residual" and i == 0 else ho * wo
-                macs += _numel(weight) * pixels
+                macs += math.prod(weight) * pixels
         return 2 * batch * macs
 
     def min_bytes(self, batch: int = 1, dtype: torch.dtype = torch.float16) -> int:
         """Bytes the op must move: each input, weight and bias read once, the output written once."""
-        elements = _numel((batch, *self.x[1:])) + _numel(self.out_shape(batch))
+        elements = math.prod((batch, *self.x[1:])) + math.prod(self.out_shape(batch))
         for weight in self.weights:
             if weight is not None:
-                elements += _numel(weight) + weight[0]
+                elements += math.prod(weight) + weight[0]
         if self.residual and self.op == "pointwise_conv2d":
-            elements += _numel(self.out_shape(batch))
+            elements += math.prod(self.out_shape(batch))
         return elements * torch.empty((), dtype=dtype).element_size()
 
     def make_args(
@@ -164,7 +158,7 @@ class LayerCase:
             if weight is None:
                 convs += [None, None]
             else:
-                convs += [randn(weight, (2.0 / _numel(weight[1:])) ** 0.5), randn(weight[:1], BIAS_STD)]
+                convs += [randn(weight, (2.0 / math.prod(weight[1:])) ** 0.5), randn(weight[:1], BIAS_STD)]
         if self.op == "depthwise_conv2d":
             return (x, *convs, (self.stride,) * 2, (self.padding,) * 2, (self.dilation,) * 2, self.activation)
         if self.op == "pointwise_conv2d":
