@@ -61,8 +61,8 @@ def _depthwise(case: LayerCase, _: tuple, g: torch.Generator):
         c, c, k, case.stride, case.padding, groups=c, activation_layer=ACTIVATION_LAYERS[case.activation],
         dilation=case.dilation,
     ), g)
-    pair = lambda v: (v, v)
-    return layers, (*_fold(layers[0], layers[1]), pair(case.stride), pair(case.padding), pair(case.dilation),
+    twice = lambda v: (v, v)
+    return layers, (*_fold(layers[0], layers[1]), twice(case.stride), twice(case.padding), twice(case.dilation),
                     case.activation)
 
 
