@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 from module_testing import CHANNELS_LAST, check_eval, check_train_step, module_backends, randomize_
-from op_testing import DTYPES, TOLERANCES, assert_within_tolerance
+from op_testing import DTYPES, TOLERANCES, assert_within_tolerance, relayout
 from torch import Tensor, nn
 from torchvision.models import inception, mobilenetv2
 from torchvision.ops import misc
@@ -95,13 +95,11 @@ def test_eval_matches_torchvision(case, backend, tol):
         assert out.is_contiguous(memory_format=CHANNELS_LAST), f"output strides {out.stride()}"
 
 
-@pytest.mark.parametrize("layout", ["channels_last", "strided"])
-@pytest.mark.parametrize("case", [FUSED[1], FUSED[-3]])
+@pytest.mark.parametrize("layout", ["channels_last", "strided", "transposed"])
+@pytest.mark.parametrize("case", [pytest.param(BY_ID[i], id=i) for i in ("ir-t6-s2-odd", "inception-d")])
 def test_eval_input_layouts(case, layout):
     ours, reference = case.build()
-    x = case.x()
-    x = x.contiguous(memory_format=CHANNELS_LAST) if layout == "channels_last" else x.transpose(2, 3).mT
-    check_eval(ours, reference, x, "reference")
+    check_eval(ours, reference, relayout(case.x(), layout), "reference")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
