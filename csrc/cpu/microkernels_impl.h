@@ -1,0 +1,244 @@
+// The CPU micro-kernels, written once with GCC/Clang vector types and compiled once per instruction set:
+// a translation unit defines FASTCONV_ISA (the namespace) and FASTCONV_VECTOR_BYTES (16 for SSE2/NEON,
+// 32 for AVX2), sets the target, then includes this file. Everything but the table getters has internal
+// linkage, so code built for AVX2 can never be picked by the linker for a caller on a CPU without it.
+#pragma once
+
+#include <cstdint>
+
+#include "microkernels.h"
+
+#if !defined(FASTCONV_ISA) || !defined(FASTCONV_VECTOR_BYTES)
+#error "define FASTCONV_ISA and FASTCONV_VECTOR_BYTES before including microkernels_impl.h"
+#endif
+
+namespace fastconv::cpu::FASTCONV_ISA {
+namespace {
+
+template <typename T>
+struct VecOf {
+  typedef T type __attribute__((vector_size(FASTCONV_VECTOR_BYTES)));
+};
+template <typename T>
+using Vec = typename VecOf<T>::type;
+
+template <typename T>
+constexpr int64_t kLanes = FASTCONV_VECTOR_BYTES / sizeof(T);
+
+// Register tile of the GEMM: kMr rows of A times two vectors of B (kNr = 2 * lanes columns). 6 x 2
+// accumulators, 2 B vectors and 1 broadcast fill the 16 vector registers of SSE2 and AVX2.
+constexpr int64_t kMr = 6;
+template <typename T>
+constexpr int64_t kNr = 2 * kLanes<T>;
+
+// Cache blocking: a kc x nr panel of B (16 KB) stays in L1 while an mc x kc block of A (~120 KB) stays in L2.
+template <typename T>
+constexpr int64_t kKc = 1024 / sizeof(T);
+constexpr int64_t kMc = 20 * kMr;
+
+// Channels of a depthwise register tile: 4 vectors of accumulators.
+constexpr int kDepthwiseVectors = 4;
+
+// Unaligned vector load and store (packed panels are aligned, rows of A and tiles are not always).
+template <typename T>
+inline Vec<T> load(const T* p) {
+  Vec<T> v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <typename T>
+inline void store(T* p, Vec<T> v) {
+  __builtin_memcpy(p, &v, sizeof(v));
+}
+
+inline int64_t min64(int64_t a, int64_t b) {
+  return a < b ? a : b;
+}
+
+// Offset of row i of a GemmArgs matrix whose rows are `ld` apart within a group, `group_step` between groups.
+template <typename T>
+inline int64_t row_offset(const GemmArgs<T>& g, int64_t i, int64_t ld, int64_t group_step) {
+  const int64_t r = g.row0 + i;
+  return g.group > 0 ? (r / g.group) * group_step + (r % g.group) * ld : r * ld;
+}
+
+// C[mr, nr] (+)= A[mr, kc] * B[kc, nr] with the whole C tile in registers. A comes packed by pack_a
+// ([kc][kMr], one broadcast per row and k from one cache line), B as a [kc][nr] panel, C as row pointers.
+template <typename T, int MR>
+void gemm_tile(int64_t kc, const T* a, const T* b, T* const* c, bool accumulate) {
+  constexpr int64_t L = kLanes<T>;
+  Vec<T> acc0[MR];
+  Vec<T> acc1[MR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    acc0[i] = Vec<T>{};
+    acc1[i] = Vec<T>{};
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    const Vec<T> b0 = load(b + k * 2 * L);
+    const Vec<T> b1 = load(b + k * 2 * L + L);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const T ai = a[k * kMr + i];
+      acc0[i] += b0 * ai;
+      acc1[i] += b1 * ai;
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    if (accumulate) {
+      acc0[i] += load(c[i]);
+      acc1[i] += load(c[i] + L);
+    }
+    store(c[i], acc0[i]);
+    store(c[i] + L, acc1[i]);
+  }
+}
+
+// Rows [m0, m0 + rows) x columns [k0, k0 + kc) of A -> ceil(rows / kMr) panels of [kc][kMr]; rows past the end
+// are not read.
+template <typename T>
+void pack_a(const GemmArgs<T>& g, int64_t m0, int64_t rows, int64_t k0, int64_t kc, T* packed) {
+  for (int64_t i0 = 0; i0 < rows; i0 += kMr) {
+    const int64_t mr = min64(kMr, rows - i0);
+    T* panel = packed + i0 * kc;
+    for (int64_t i = 0; i < mr; ++i) {
+      const T* row = g.a + row_offset(g, m0 + i0 + i, g.lda, g.a_group_step) + k0;
+      for (int64_t k = 0; k < kc; ++k) {
+        panel[k * kMr + i] = row[k];
+      }
+    }
+  }
+}
+
+// One k block of rows [m0, m0 + rows) of panel p: register tiles of kMr rows, then the remainder.
+template <typename T>
+void gemm_rows(const GemmArgs<T>& g, int64_t m0, int64_t rows, int64_t kc, const T* a, const T* b, int64_t p,
+               bool accumulate) {
+  T* c[kMr];
+  for (int64_t i = 0; i < rows; i += kMr) {
+    const int64_t mr = min64(kMr, rows - i);
+    for (int64_t u = 0; u < mr; ++u) {
+      c[u] = g.c + row_offset(g, m0 + i + u, g.ldc, g.c_group_step) + p * kNr<T>;
+    }
+    const T* ai = a + i * kc;
+    switch (mr) {
+      case 6:
+        gemm_tile<T, 6>(kc, ai, b, c, accumulate);
+        break;
+      case 5:
+        gemm_tile<T, 5>(kc, ai, b, c, accumulate);
+        break;
+      case 4:
+        gemm_tile<T, 4>(kc, ai, b, c, accumulate);
+        break;
+      case 3:
+        gemm_tile<T, 3>(kc, ai, b, c, accumulate);
+        break;
+      case 2:
+        gemm_tile<T, 2>(kc, ai, b, c, accumulate);
+        break;
+      default:
+        gemm_tile<T, 1>(kc, ai, b, c, accumulate);
+        break;
+    }
+  }
+}
+
+template <typename T>
+void gemm(const GemmArgs<T>& g) {
+  constexpr int64_t NR = kNr<T>;
+  const int64_t panels = (g.n + NR - 1) / NR;
+  if (g.k == 0) {
+    if (!g.accumulate) {
+      for (int64_t i = 0; i < g.m; ++i) {
+        T* c = g.c + row_offset(g, i, g.ldc, g.c_group_step);
+        for (int64_t j = 0; j < panels * NR; ++j) {
+          c[j] = T(0);
+        }
+      }
+    }
+    return;
+  }
+  // The packed block of A, one per thread; 64-byte aligned for the broadcasts.
+  alignas(64) static thread_local T packed_a[kMc * kKc<T>];
+  // Equal k blocks, so that no block is a short remainder.
+  const int64_t kblocks = (g.k + kKc<T> - 1) / kKc<T>;
+  const int64_t kc_max = (g.k + kblocks - 1) / kblocks;
+  for (int64_t k0 = 0; k0 < g.k; k0 += kc_max) {
+    const int64_t kc = min64(kc_max, g.k - k0);
+    const bool accumulate = g.accumulate || k0 > 0;
+    for (int64_t m0 = 0; m0 < g.m; m0 += kMc) {
+      const int64_t mc = min64(kMc, g.m - m0);
+      pack_a(g, m0, mc, k0, kc, packed_a);
+      for (int64_t p = 0; p < panels; ++p) {
+        gemm_rows(g, m0, mc, kc, packed_a, g.b + (p * g.k + k0) * NR, p, accumulate);
+      }
+    }
+  }
+}
+
+template <typename T, int V>
+inline void depthwise_vectors(const T* in, const int64_t* taps, int64_t ntaps, const T* weight, int64_t wld,
+                              T* out) {
+  constexpr int64_t L = kLanes<T>;
+  Vec<T> acc[V];
+#pragma GCC unroll 4
+  for (int v = 0; v < V; ++v) {
+    acc[v] = Vec<T>{};
+  }
+  for (int64_t t = 0; t < ntaps; ++t) {
+    const T* p = in + taps[t];
+    const T* w = weight + t * wld;
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) {
+      acc[v] += load(p + v * L) * load(w + v * L);
+    }
+  }
+#pragma GCC unroll 4
+  for (int v = 0; v < V; ++v) {
+    store(out + v * L, acc[v]);
+  }
+}
+
+template <typename T>
+void depthwise(const DepthwiseArgs<T>& d) {
+  constexpr int64_t L = kLanes<T>;
+  constexpr int64_t block = kDepthwiseVectors * L;
+  for (int64_t r = 0; r < d.rows; ++r) {
+    for (int64_t q = 0; q < d.cols; ++q) {
+      const T* in = d.in + r * d.in_row_step + q * d.in_col_step;
+      T* out = d.out + (r * d.cols + q) * d.out_ld;
+      int64_t ch = 0;
+      for (; ch + block <= d.channels; ch += block) {
+        depthwise_vectors<T, kDepthwiseVectors>(in + ch, d.taps, d.ntaps, d.weight + ch, d.channels, out + ch);
+      }
+      for (; ch + L <= d.channels; ch += L) {
+        depthwise_vectors<T, 1>(in + ch, d.taps, d.ntaps, d.weight + ch, d.channels, out + ch);
+      }
+      for (; ch < d.channels; ++ch) {
+        T acc = T(0);
+        for (int64_t t = 0; t < d.ntaps; ++t) {
+          acc += in[d.taps[t] + ch] * d.weight[t * d.channels + ch];
+        }
+        out[ch] = acc;
+      }
+    }
+  }
+}
+
+#define FASTCONV_STRINGIFY_(x) #x
+#define FASTCONV_STRINGIFY(x) FASTCONV_STRINGIFY_(x)
+
+template <typename T>
+MicroKernels<T> make_microkernels() {
+  return {FASTCONV_STRINGIFY(FASTCONV_ISA), kNr<T>, &gemm<T>, &depthwise<T>};
+}
+
+}  // namespace
+
+MicroKernels<float> microkernels_f32() { return make_microkernels<float>(); }
+MicroKernels<double> microkernels_f64() { return make_microkernels<double>(); }
+
+}  // namespace fastconv::cpu::FASTCONV_ISA
