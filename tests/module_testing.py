@@ -7,6 +7,7 @@ weight 1, bias 0) would make folding a no-op and hide its bugs.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Iterator
 
@@ -63,9 +64,25 @@ def randomize_(model: nn.Module, seed: int) -> nn.Module:
     return model
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Runs torch's CPU ops on one thread, for the torchvision side of the comparisons.
+
+    Its NCHW float64 and bfloat16 grouped convs take slow CPU paths whose many small parallel regions
+    stall for whole scheduler slices when another process shares the two cores: a MobileNetV2 forward
+    went from 0.1 s to over 6 s. One thread keeps the tests' time independent of the machine's load.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def fp64_output(reference: nn.Module, x: Tensor) -> Tensor:
     """``reference(x)`` computed in float64 on a copy (the fp64 oracle of the tolerance rule)."""
-    with torch.no_grad():
+    with one_thread(), torch.no_grad():
         return copy.deepcopy(reference).double()(x.double())
 
 
@@ -90,7 +107,7 @@ def check_eval(ours: nn.Module, reference: nn.Module, x: Tensor, backend: str, t
     assert out.dtype == tol.dtype and out.shape == expected.shape
 
     def same_precision() -> Tensor:
-        with torch.no_grad():
+        with one_thread(), torch.no_grad():
             return reference(x)
 
     assert_within_tolerance(out, expected, tol, same_precision)
@@ -104,15 +121,17 @@ def batchnorms(model: nn.Module) -> Iterator[tuple[str, nn.BatchNorm2d]]:
 def check_train_step(ours: nn.Module, reference: nn.Module, x: Tensor) -> None:
     """In training mode ``ours`` computes exactly what ``reference`` does: outputs, gradients, running stats.
 
-    Both take one SGD step on the same loss; their parameters and buffers are then equal.
+    Both take one SGD step on the same loss; their parameters and buffers are then equal. Training runs
+    torchvision's own forward in both, on one thread (see ``one_thread``).
     """
     models = (ours.train(), reference.train())
     outputs = []
     for model in models:
         torch.manual_seed(0)  # the same dropout masks
-        out = model(x)
-        # Inception3 with aux_logits returns (logits, aux_logits): both take part in the loss.
-        sum(o.square().mean() for o in (out if isinstance(out, tuple) else (out,))).backward()
+        with one_thread():
+            out = model(x)
+            # Inception3 with aux_logits returns (logits, aux_logits): both take part in the loss.
+            sum(o.square().mean() for o in (out if isinstance(out, tuple) else (out,))).backward()
         outputs.append(out)
     assert type(outputs[0]) is type(outputs[1])
     torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import torch
-from module_testing import CHANNELS_LAST, check_eval, check_train_step, module_backends, randomize_
+from module_testing import CHANNELS_LAST, check_eval, check_train_step, fp64_output, module_backends, randomize_
 from op_testing import DTYPES, TOLERANCES, assert_within_tolerance, relayout
 from torch import Tensor, nn
 from torchvision.models import inception, mobilenetv2
@@ -271,7 +271,7 @@ def test_cache_follows_dtype_and_device_moves():
         ours.double()
         out = ours(x.double())
         assert out.dtype == torch.float64
-        torch.testing.assert_close(out, reference.double()(x.double()), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(out, fp64_output(reference, x), rtol=1e-12, atol=1e-12)
         # Round trip through float16: the float32 parameters are now rounded, and may reuse old storage.
         ours.half().float()
         reference.half().float()
@@ -321,7 +321,7 @@ def test_autocast_bfloat16():
     case = BY_ID["ir-t6-residual"]
     ours, reference = case.build()
     x = case.x()
-    expected = copy.deepcopy(reference).double()(x.double()).detach()
+    expected = fp64_output(reference, x)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = ours(x)
         torchs = reference(x)
