@@ -210,7 +210,10 @@ def extensions(environ: MutableMapping[str, str]) -> list:
 
 
 if __name__ == "__main__":
-    ext_modules = extensions(os.environ)
+    try:
+        ext_modules = extensions(os.environ)
+    except BuildConfigError as e:
+        raise SystemExit(f"fastconv: {e}") from None
     from torch.utils.cpp_extension import BuildExtension
 
     setup(

@@ -33,6 +33,7 @@ struct GemmArgs {
   bool accumulate = false;
   int64_t group = 0, a_group_step = 0, c_group_step = 0;
   int64_t row0 = 0;
+  T* workspace = nullptr;  // MicroKernels::gemm_workspace elements, 64-byte aligned, for packing A
 };
 
 // Depthwise sum over taps: out[r, q, ch] = sum_t in[origin(r, q) + taps[t] + ch] * weight[t, ch], with
@@ -53,7 +54,8 @@ struct DepthwiseArgs {
 template <typename T>
 struct MicroKernels {
   const char* isa;  // "avx2" or "generic"
-  int64_t nr;       // B panel width (output channels per register tile) that pack_gemm_b must use
+  int64_t nr;       // B panel width (output channels per register tile) that pack_conv must use
+  int64_t gemm_workspace;  // elements of GemmArgs::workspace
   void (*gemm)(const GemmArgs<T>&);
   void (*depthwise)(const DepthwiseArgs<T>&);
 };

@@ -31,10 +31,15 @@ constexpr int64_t kMr = 6;
 template <typename T>
 constexpr int64_t kNr = 2 * kLanes<T>;
 
-// Cache blocking: a kc x nr panel of B (16 KB) stays in L1 while an mc x kc block of A (~120 KB) stays in L2.
+// Cache blocking: a kc x nr panel of B (16 KB with AVX2) stays in L1 while an mc x kc block of A (120 KB)
+// stays in L2.
 template <typename T>
 constexpr int64_t kKc = 1024 / sizeof(T);
 constexpr int64_t kMc = 20 * kMr;
+
+// Packing A costs about as much as one pass of register tiles over it; it pays when the packed block serves
+// at least this many panels of B (measured with AVX2: reading A in place is faster below 128 output channels).
+constexpr int64_t kPackPanels = 8;
 
 // Channels of a depthwise register tile: 4 vectors of accumulators.
 constexpr int kDepthwiseVectors = 4;
@@ -63,24 +68,27 @@ inline int64_t row_offset(const GemmArgs<T>& g, int64_t i, int64_t ld, int64_t g
   return g.group > 0 ? (r / g.group) * group_step + (r % g.group) * ld : r * ld;
 }
 
-// C[mr, nr] (+)= A[mr, kc] * B[kc, nr] with the whole C tile in registers. A comes packed by pack_a
-// ([kc][kMr], one broadcast per row and k from one cache line), B as a [kc][nr] panel, C as row pointers.
-template <typename T, int MR>
-void gemm_tile(int64_t kc, const T* a, const T* b, T* const* c, bool accumulate) {
+// C[mr, nr] (+)= A[mr, kc] * B[kc, nr] with the whole C tile in registers, one broadcast of A per row and k.
+// Row i of A is a[i], its k-th element at a[i][k * KS]: KS = kMr when A comes packed by pack_a ([kc][kMr]),
+// 1 when it is read in place. B is a [kc][nr] panel, C given by row pointers.
+template <typename T, int MR, int64_t KS>
+void gemm_tile(int64_t kc, const T* const* a, const T* b, T* const* c, bool accumulate) {
   constexpr int64_t L = kLanes<T>;
   Vec<T> acc0[MR];
   Vec<T> acc1[MR];
+  const T* ap[MR];
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
     acc0[i] = Vec<T>{};
     acc1[i] = Vec<T>{};
+    ap[i] = a[i];
   }
   for (int64_t k = 0; k < kc; ++k) {
     const Vec<T> b0 = load(b + k * 2 * L);
     const Vec<T> b1 = load(b + k * 2 * L + L);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
-      const T ai = a[k * kMr + i];
+      const T ai = ap[i][k * KS];
       acc0[i] += b0 * ai;
       acc1[i] += b1 * ai;
     }
@@ -93,6 +101,30 @@ void gemm_tile(int64_t kc, const T* a, const T* b, T* const* c, bool accumulate)
     }
     store(c[i], acc0[i]);
     store(c[i] + L, acc1[i]);
+  }
+}
+
+template <typename T, int64_t KS>
+void gemm_tile_rows(int64_t mr, int64_t kc, const T* const* a, const T* b, T* const* c, bool accumulate) {
+  switch (mr) {
+    case 6:
+      gemm_tile<T, 6, KS>(kc, a, b, c, accumulate);
+      break;
+    case 5:
+      gemm_tile<T, 5, KS>(kc, a, b, c, accumulate);
+      break;
+    case 4:
+      gemm_tile<T, 4, KS>(kc, a, b, c, accumulate);
+      break;
+    case 3:
+      gemm_tile<T, 3, KS>(kc, a, b, c, accumulate);
+      break;
+    case 2:
+      gemm_tile<T, 2, KS>(kc, a, b, c, accumulate);
+      break;
+    default:
+      gemm_tile<T, 1, KS>(kc, a, b, c, accumulate);
+      break;
   }
 }
 
@@ -112,36 +144,23 @@ void pack_a(const GemmArgs<T>& g, int64_t m0, int64_t rows, int64_t k0, int64_t 
   }
 }
 
-// One k block of rows [m0, m0 + rows) of panel p: register tiles of kMr rows, then the remainder.
+// One k block [k0, k0 + kc) of rows [m0, m0 + rows) of panel p: register tiles of kMr rows, then the remainder.
+// A is read from `packed` (pack_a) or, when that is null, in place.
 template <typename T>
-void gemm_rows(const GemmArgs<T>& g, int64_t m0, int64_t rows, int64_t kc, const T* a, const T* b, int64_t p,
-               bool accumulate) {
+void gemm_rows(const GemmArgs<T>& g, int64_t m0, int64_t rows, int64_t k0, int64_t kc, const T* packed,
+               const T* b, int64_t p, bool accumulate) {
+  const T* a[kMr];
   T* c[kMr];
   for (int64_t i = 0; i < rows; i += kMr) {
     const int64_t mr = min64(kMr, rows - i);
     for (int64_t u = 0; u < mr; ++u) {
+      a[u] = packed ? packed + i * kc + u : g.a + row_offset(g, m0 + i + u, g.lda, g.a_group_step) + k0;
       c[u] = g.c + row_offset(g, m0 + i + u, g.ldc, g.c_group_step) + p * kNr<T>;
     }
-    const T* ai = a + i * kc;
-    switch (mr) {
-      case 6:
-        gemm_tile<T, 6>(kc, ai, b, c, accumulate);
-        break;
-      case 5:
-        gemm_tile<T, 5>(kc, ai, b, c, accumulate);
-        break;
-      case 4:
-        gemm_tile<T, 4>(kc, ai, b, c, accumulate);
-        break;
-      case 3:
-        gemm_tile<T, 3>(kc, ai, b, c, accumulate);
-        break;
-      case 2:
-        gemm_tile<T, 2>(kc, ai, b, c, accumulate);
-        break;
-      default:
-        gemm_tile<T, 1>(kc, ai, b, c, accumulate);
-        break;
+    if (packed) {
+      gemm_tile_rows<T, kMr>(mr, kc, a, b, c, accumulate);
+    } else {
+      gemm_tile_rows<T, 1>(mr, kc, a, b, c, accumulate);
     }
   }
 }
@@ -161,8 +180,8 @@ void gemm(const GemmArgs<T>& g) {
     }
     return;
   }
-  // The packed block of A, one per thread; 64-byte aligned for the broadcasts.
-  alignas(64) static thread_local T packed_a[kMc * kKc<T>];
+  const bool pack = panels >= kPackPanels;
+  T* packed_a = g.workspace;
   // Equal k blocks, so that no block is a short remainder.
   const int64_t kblocks = (g.k + kKc<T> - 1) / kKc<T>;
   const int64_t kc_max = (g.k + kblocks - 1) / kblocks;
@@ -171,9 +190,11 @@ void gemm(const GemmArgs<T>& g) {
     const bool accumulate = g.accumulate || k0 > 0;
     for (int64_t m0 = 0; m0 < g.m; m0 += kMc) {
       const int64_t mc = min64(kMc, g.m - m0);
-      pack_a(g, m0, mc, k0, kc, packed_a);
+      if (pack) {
+        pack_a(g, m0, mc, k0, kc, packed_a);
+      }
       for (int64_t p = 0; p < panels; ++p) {
-        gemm_rows(g, m0, mc, kc, packed_a, g.b + (p * g.k + k0) * NR, p, accumulate);
+        gemm_rows(g, m0, mc, k0, kc, pack ? packed_a : nullptr, g.b + (p * g.k + k0) * NR, p, accumulate);
       }
     }
   }
@@ -233,7 +254,7 @@ void depthwise(const DepthwiseArgs<T>& d) {
 
 template <typename T>
 MicroKernels<T> make_microkernels() {
-  return {FASTCONV_STRINGIFY(FASTCONV_ISA), kNr<T>, &gemm<T>, &depthwise<T>};
+  return {FASTCONV_STRINGIFY(FASTCONV_ISA), kNr<T>, kMc * kKc<T>, &gemm<T>, &depthwise<T>};
 }
 
 }  // namespace

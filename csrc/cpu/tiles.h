@@ -12,7 +12,6 @@
 #include <c10/core/impl/alloc_cpu.h>
 
 #include <algorithm>
-#include <cstring>
 #include <optional>
 #include <type_traits>
 #include <vector>
@@ -79,7 +78,7 @@ Scratch<acc_t> bias_vector(const std::optional<at::Tensor>& bias, int64_t padded
   std::fill_n(out.get(), padded, acc_t(0));
   if (bias.has_value() && bias->defined()) {
     const at::Tensor b = bias->contiguous();
-    const scalar_t* src = b.data_ptr<scalar_t>();
+    const scalar_t* src = b.const_data_ptr<scalar_t>();
     for (int64_t i = 0; i < b.numel(); ++i) {
       out.get()[i] = static_cast<acc_t>(src[i]);
     }
@@ -107,19 +106,25 @@ PackedConv<acc_t> pack_conv(const at::Tensor& weight, const std::optional<at::Te
                            bias_vector<acc_t, scalar_t>(bias, round_up(n, nr)), n, k, kh, kw, nr};
   const scalar_t* src = w.const_data_ptr<scalar_t>();
   const int64_t panels = ceil_div(n, nr);
-  // Weights are re-packed on every call, so this runs on all threads, one panel (all taps) per item. It writes
-  // each panel in order, reading its nr output channels as nr sequential streams.
+  // Weights are re-packed on every call, so this runs on all threads, one panel (all taps) per item. The
+  // transposition goes by blocks of kBlock input channels, so that both its reads and its writes stay in L1.
+  constexpr int64_t kBlock = 16;
   at::parallel_for(0, panels, grain_for(taps * k * nr), [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       const int64_t cols = std::min(nr, n - p * nr);
       const scalar_t* panel_src = src + p * nr * k * taps;
       for (int64_t t = 0; t < taps; ++t) {
         acc_t* dst = packed.weight.get() + (t * panels + p) * k * nr;
-        for (int64_t kk = 0; kk < k; ++kk, dst += nr) {
+        for (int64_t k0 = 0; k0 < k; k0 += kBlock) {
+          const int64_t k1 = std::min(k, k0 + kBlock);
           for (int64_t j = 0; j < cols; ++j) {
-            dst[j] = static_cast<acc_t>(panel_src[(j * k + kk) * taps + t]);
+            for (int64_t kk = k0; kk < k1; ++kk) {
+              dst[kk * nr + j] = static_cast<acc_t>(panel_src[(j * k + kk) * taps + t]);
+            }
           }
-          std::fill(dst + cols, dst + nr, acc_t(0));
+          for (int64_t kk = k0; kk < k1; ++kk) {
+            std::fill(dst + kk * nr + cols, dst + (kk + 1) * nr, acc_t(0));
+          }
         }
       }
     }
@@ -200,10 +205,15 @@ inline std::vector<int64_t> depthwise_taps(int64_t kh, int64_t kw, int64_t dh, i
   return taps;
 }
 
-// mk.gemm, split over the threads by panels of output channels (by rows when there are fewer panels than
-// threads); inline inside a task that already has its own thread.
+// mk.gemm with its workspace, split over the threads by panels of output channels (by rows when there are
+// fewer panels than threads); inline inside a task that already has its own thread.
 template <typename T>
 void gemm(const MicroKernels<T>& mk, const GemmArgs<T>& g) {
+  const auto run = [&](GemmArgs<T> part) {
+    const Scratch<T> workspace(mk.gemm_workspace);
+    part.workspace = workspace.get();
+    mk.gemm(part);
+  };
   const int64_t panels = ceil_div(g.n, mk.nr);
   if (panels >= at::get_num_threads()) {
     at::parallel_for(0, panels, grain_for(g.m * g.k * mk.nr), [&](int64_t p0, int64_t p1) {
@@ -211,7 +221,7 @@ void gemm(const MicroKernels<T>& mk, const GemmArgs<T>& g) {
       part.n = std::min(g.n, p1 * mk.nr) - p0 * mk.nr;
       part.b = g.b + p0 * mk.nr * g.k;
       part.c = g.c + p0 * mk.nr;
-      mk.gemm(part);
+      run(part);
     });
   } else {
     // Blocks of rows that are whole register tiles.
@@ -221,7 +231,7 @@ void gemm(const MicroKernels<T>& mk, const GemmArgs<T>& g) {
                        GemmArgs<T> part = g;
                        part.row0 = g.row0 + b0 * rows_per_block;
                        part.m = std::min(g.m, b1 * rows_per_block) - b0 * rows_per_block;
-                       mk.gemm(part);
+                       run(part);
                      });
   }
 }
