@@ -86,11 +86,12 @@ SEED = 0
 
 # Baseline families, for --bench-baselines; the defaults per device type. "graph" is fastconv's own CUDA graph
 # and torch.compile's reduce-overhead mode, both at batch 1.
-FAMILIES = ("eager", "compile", "ort", "openvino", "graph")
+# "autotune" (torch.compile's max-autotune mode, minutes of autotuning per network) is off unless asked for.
+FAMILIES = ("eager", "compile", "autotune", "ort", "openvino", "graph")
 DEFAULT_FAMILIES = {"cpu": ("eager", "compile", "ort", "openvino"), "cuda": ("eager", "compile", "graph")}
 # Families whose preparation (compilation, export) takes seconds to minutes per case: under --bench-quick they
 # run on the first network at batch 1 only, and under --benchmark-disable not at all unless asked for.
-HEAVY_FAMILIES = ("compile", "ort", "openvino")
+HEAVY_FAMILIES = ("compile", "autotune", "ort", "openvino")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,15 +101,16 @@ class Variant:
     Attributes:
         name: the test id and the report's column, e.g. "fastconv-cpu" or "eager-nchw".
         kind: "fastconv" (fastconv's code, compared against every baseline) or "baseline".
-        family: "fastconv" for fastconv backends, else how it runs: "eager", "compile", "ort", "openvino",
-            "graph" (a CUDA graph). Baselines are switched on and off by family (--bench-baselines).
+        family: "fastconv" for fastconv backends, else how it runs: "eager", "compile", "autotune"
+            (torch.compile's max-autotune mode), "ort", "openvino", "graph" (a CUDA graph). Baselines are
+            switched on and off by family (--bench-baselines).
         memory_format: of the input activations; baselines also convert their conv weights to it, as
             ``model.to(memory_format=...)`` does.
         backend: the fastconv backend, for kind "fastconv".
         device_types: where it is benchmarked at all; elsewhere it is not even collected. (Triton runs CPU
             tensors only in its interpreter, a correctness tool whose timings mean nothing.)
         scopes: "op" (layer cases) and/or "network" (whole networks).
-        compile_options: torch.compile keyword arguments, for family "compile".
+        compile_options: torch.compile keyword arguments; a variant that has them is torch.compile'd.
         freezing: compile with ``torch._inductor.config.freezing`` (weights become constants, folded ahead).
         max_batch: the largest batch it runs at (CUDA graphs: latency at batch 1).
     """
@@ -150,7 +152,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     # Freezing folds weights as constants: it changes nothing where they are arguments (the layer cases).
     Variant("compile-freezing", "baseline", _CL, family="compile", scopes=("network",),
             compile_options=(("dynamic", False),), freezing=True),
-    Variant("compile-max-autotune", "baseline", _CL, device_types=("cuda",), family="compile",
+    Variant("compile-max-autotune", "baseline", _CL, device_types=("cuda",), family="autotune",
             compile_options=(("dynamic", False), ("mode", "max-autotune")), freezing=True),
     Variant("compile-reduce-overhead", "baseline", _CL, device_types=("cuda",), family="graph",
             scopes=("network",), compile_options=(("dynamic", False), ("mode", "reduce-overhead")), max_batch=1),
@@ -642,7 +644,7 @@ def op_callable(variant: Variant, case: LayerCase, args: tuple) -> Callable[[], 
     # PyTorch: the unfused ATen path of the op, with every 4-D tensor in the variant's format.
     args = tuple(_to_format(a, variant.memory_format) for a in args)
     fn = getattr(reference, case.op)
-    if variant.family == "compile":
+    if variant.compile_options:
         fn = compiled(variant, fn, args)
     return functools.partial(fn, *args)
 
@@ -753,7 +755,7 @@ def network_forward(variant: Variant, networks: Networks, x: torch.Tensor,
     model = networks.eager[variant.memory_format]
     if variant.family == "eager":
         return model
-    if variant.family in ("compile", "graph"):  # graph: torch.compile's reduce-overhead mode
+    if variant.compile_options:
         return compiled(variant, copy.deepcopy(model), (x,))
     return exported(variant, networks.eager[torch.contiguous_format], x, workdir)
 

@@ -4,7 +4,8 @@
 #   1. build the extension (CUDA kernels included when csrc/cuda has sources),
 #   2. the GPU and Triton tests (markers gpu, triton) on the real device,
 #   3. compute-sanitizer (memcheck) over one small case per op and GPU backend, where the tool works,
-#   4. the GPU benchmarks (fp16; every layer case of both networks and both whole networks, batch 1 and 256),
+#   4. the GPU benchmarks (fp16: every layer case at batch 1 and 256, both whole networks at 1, 32 and 256,
+#      against eager and CUDA graphs; torch.compile incl. max-autotune and bf16 on the quick selection),
 # writing logs, the benchmark JSON and a markdown summary into the folder given as the first argument, and
 # printing a short table last. A failing step is reported and the next one still runs; the exit status is
 # non-zero if any step failed.
@@ -52,8 +53,18 @@ if command -v compute-sanitizer >/dev/null; then
 else
   echo "sanitize   skipped: compute-sanitizer is not installed" | tee -a "$status"
 fi
-step bench 300 $PY -m pytest bench --benchmark-only --bench-device cuda --bench-dtype float16 -q \
-  -p no:cacheprovider --benchmark-json="$out/bench.json"
+# fp16: every layer case at batch 1 and 256, the networks at 1, 32 and 256, against eager, and CUDA graphs at
+# batch 1 (fastconv.graphs.inference_graph, torch.compile's reduce-overhead mode). torch.compile (default,
+# freezing, max-autotune) compiles for minutes per network and batch, so it gets MobileNetV2 at batch 1 only
+# (--bench-quick); bf16 the quick selection. Every step's limit is its own; the sum is
+# sized to fit 15 minutes of device time with the build, tests and sanitizer finishing early.
+step bench 240 $PY -m pytest bench --benchmark-only --bench-device cuda --bench-dtype float16 -q \
+  --bench-baselines eager,graph -p no:cacheprovider --benchmark-json="$out/bench.json"
+step bench-compile 120 $PY -m pytest bench --benchmark-only --bench-device cuda --bench-dtype float16 -q \
+  --bench-quick --bench-baselines eager,compile,autotune -p no:cacheprovider \
+  --benchmark-json="$out/bench-compile.json"
+step bench-bf16 60 $PY -m pytest bench --benchmark-only --bench-device cuda --bench-dtype bfloat16 -q \
+  --bench-quick --bench-baselines eager,graph -p no:cacheprovider --benchmark-json="$out/bench-bf16.json"
 
 # The summary: when, where, what, then the report of the benchmark JSON.
 {
@@ -68,7 +79,9 @@ step bench 300 $PY -m pytest bench --benchmark-only --bench-device cuda --bench-
   cat "$status"
   echo '```'
   echo
-  [ -s "$out/bench.json" ] && $PY bench/report.py "$out/bench.json"
+  for json in "$out"/bench*.json; do
+    [ -s "$json" ] && $PY bench/report.py "$json" --png "${json%.json}.png"
+  done
 } > "$out/summary.md" 2>> "$out/bench.log"
 
 echo

@@ -27,6 +27,7 @@ from pathlib import Path
 STATS = ("median", "min", "mean")
 NETWORK_SECTION = "networks"
 README_BEGIN, README_END = "<!-- perf:begin -->", "<!-- perf:end -->"
+SPEEDUP_TICKS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.85, 1, 1.2, 1.5, 2, 3, 5, 7, 10, 20)
 
 
 @dataclass
@@ -232,12 +233,13 @@ def chart(results: Results, path: Path) -> None:
         raise RuntimeError("--png needs matplotlib (pip install matplotlib, or the package's 'bench' extra)") from e
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     pairs = _pairs(results)
     sections = [s for s in results.sections.values() if s.rows]
     if not pairs or not sections:
         raise ValueError("no fastconv backend and baseline ran side by side: nothing to chart")
-    heights = [max(2.0, 0.22 * len(s.rows) * len(pairs) + 1.0) for s in sections]
+    heights = [max(1.5, 0.12 * len(s.rows) * len(pairs) + 0.8) for s in sections]
     fig, axes = plt.subplots(len(sections), 1, figsize=(10, sum(heights)), squeeze=False,
                              gridspec_kw={"height_ratios": heights})
     width = 0.8 / len(pairs)
@@ -245,10 +247,15 @@ def chart(results: Results, path: Path) -> None:
         labels = [f"{row.case} b{row.batch}" for row in section.rows.values()]
         for i, (fast, base) in enumerate(pairs):
             values = [_speedup(row, fast, base) or math.nan for row in section.rows.values()]
-            ax.barh([y + i * width for y in range(len(labels))], values, height=width, label=f"{fast} vs {base}")
+            # Bars grow from 1 (equal time): right when fastconv is faster, left when slower.
+            ax.barh([y + i * width for y in range(len(labels))], [v - 1 for v in values], left=1.0, height=width,
+                    label=f"{fast} vs {base}")
         ax.axvline(1.0, color="black", linewidth=0.8)
         ax.set_xscale("log")
-        ax.set_yticks([y + 0.4 - width / 2 for y in range(len(labels))], labels, fontsize=7)
+        ax.set_yticks([y + (len(pairs) - 1) * width / 2 for y in range(len(labels))], labels, fontsize=7)
+        ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(SPEEDUP_TICKS))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.invert_yaxis()
         ax.set_title(section.name, fontsize=9)
         ax.set_xlabel("speedup: baseline time / fastconv time (> 1: fastconv faster)", fontsize=8)
@@ -256,7 +263,7 @@ def chart(results: Results, path: Path) -> None:
     env = results.environment
     fig.suptitle(f"fastconv speedups on {env.get('device_name')} ({', '.join(results.dtypes)}, "
                  f"{env.get('threads')} threads)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))  # room for the title
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -275,6 +282,7 @@ def readme_section(entries: list[tuple[Path, Results]], readme: Path) -> list[st
                   f"Run {results.datetime[:16]}, commit {commit[:12] if commit else 'unknown'}, torch "
                   f"{env.get('torch')}, {env.get('threads')} torch threads{load}. "
                   f"Median times; speedup = baseline time / fastconv time.", ""]
+        lines += [line for line in header(results, "median") if line.startswith("**Warning")]
         links = [f"[{p.name}]({os.path.relpath(p, readme.parent)})"
                  for p in (path.with_suffix(".md"), path.with_suffix(".png")) if p.exists()]
         if links:
