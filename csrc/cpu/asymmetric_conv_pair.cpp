@@ -31,10 +31,11 @@ void pair_kernel(const at::Tensor& x, const at::Tensor& weight1, const std::opti
   const PackedConv<acc_t> c1 = pack_conv<acc_t, scalar_t>(weight1, bias1, mk.nr);
   const PackedConv<acc_t> c2 = pack_conv<acc_t, scalar_t>(weight2, bias2, mk.nr);
   const int64_t cmid = c1.n, cout = c2.n;
-  const int64_t p1 = same_padding(c1.kh), p2 = same_padding(c2.kh);
-  const int64_t pad1 = same_padding(c1.kw), pad2 = same_padding(c2.kw);
+  // "same" padding of each conv: rows (ph) and columns (pw).
+  const int64_t ph1 = same_padding(c1.kh), ph2 = same_padding(c2.kh);
+  const int64_t pw1 = same_padding(c1.kw), pw2 = same_padding(c2.kw);
   const int64_t bytes_per_row =
-      ((w + pad1) * cin + (w + pad2) * c1.padded_n() + w * c2.padded_n()) * static_cast<int64_t>(sizeof(acc_t));
+      ((w + pw1) * cin + (w + pw2) * c1.padded_n() + w * c2.padded_n()) * static_cast<int64_t>(sizeof(acc_t));
   const int64_t band = choose_band(h, bytes_per_row, kBandBytes);
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   scalar_t* yp = y.mutable_data_ptr<scalar_t>();
@@ -45,20 +46,20 @@ void pair_kernel(const at::Tensor& x, const at::Tensor& weight1, const std::opti
   for_each_band(
       n, h, band,
       [&] {
-        const int64_t mid_rows = band + 2 * p2;
-        return Buffers{Scratch<acc_t>(Plane<acc_t>::elements(mid_rows + 2 * p1, w, pad1, cin)),
-                       Scratch<acc_t>(Plane<acc_t>::elements(mid_rows, w, pad2, c1.padded_n())),
+        const int64_t mid_rows = band + 2 * ph2;
+        return Buffers{Scratch<acc_t>(Plane<acc_t>::elements(mid_rows + 2 * ph1, w, pw1, cin)),
+                       Scratch<acc_t>(Plane<acc_t>::elements(mid_rows, w, pw2, c1.padded_n())),
                        Scratch<acc_t>(band * w * c2.padded_n())};
       },
       [&](Buffers& buf, int64_t image, int64_t first, int64_t rows) {
-        // The intermediate rows conv2 reads: the band and p2 rows each side; those inside the image are computed.
-        const Plane<acc_t> mid{buf.mid.get(), rows + 2 * p2, w, pad2, c1.padded_n(), first - p2};
-        const int64_t m0 = std::max<int64_t>(0, first - p2), m1 = std::min(h, first + rows + p2);
-        const Plane<acc_t> xs{buf.x.get(), m1 - m0 + 2 * p1, w, pad1, cin, m0 - p1};
+        // The intermediate rows conv2 reads: the band and ph2 rows each side; those inside the image, [m0, m1),
+        // are computed, the others are its zero padding.
+        const Plane<acc_t> mid{buf.mid.get(), rows + 2 * ph2, w, pw2, c1.padded_n(), first - ph2};
+        const int64_t m0 = std::max<int64_t>(0, first - ph2), m1 = std::min(h, first + rows + ph2);
+        const Plane<acc_t> xs{buf.x.get(), m1 - m0 + 2 * ph1, w, pw1, cin, m0 - ph1};
         xs.fill(xp + image * h * w * cin, h);
         mid.zero_padding(h);
-        conv_over_plane(mk, xs, 0, m1 - m0, c1, mid.pixel(m0 - mid.row0, 0), mid.ld,
-                        mid.wp() * mid.ld);
+        conv_over_plane(mk, xs, 0, m1 - m0, c1, mid.pixel(m0 - mid.row0, 0), mid.ld, mid.wp() * mid.ld);
         for (int64_t r = m0 - mid.row0; r < m1 - mid.row0; ++r) {
           epilogue_rows(act, w, cmid, mid.pixel(r, 0), mid.ld, c1.bias.get(), mid.pixel(r, 0), mid.ld);
         }

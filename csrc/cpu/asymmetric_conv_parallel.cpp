@@ -26,10 +26,11 @@ void parallel_kernel(const at::Tensor& x, const at::Tensor& weight_a, const std:
   const int64_t n = x.size(0), cin = x.size(1), h = x.size(2), w = x.size(3), cout = y.size(1);
   const PackedConv<acc_t> ca = pack_conv<acc_t, scalar_t>(weight_a, bias_a, mk.nr);
   const PackedConv<acc_t> cb = pack_conv<acc_t, scalar_t>(weight_b, bias_b, mk.nr);
-  const int64_t prow = std::max(same_padding(ca.kh), same_padding(cb.kh));
-  const int64_t pad = std::max(same_padding(ca.kw), same_padding(cb.kw));
-  const int64_t wp = w + pad;
-  // Both GEMMs write one tile: conv_a the panels [0, ld_a), conv_b those after.
+  // One plane serves both convs: padded for the larger kernel extent along each axis.
+  const int64_t ph = std::max(same_padding(ca.kh), same_padding(cb.kh));
+  const int64_t pw = std::max(same_padding(ca.kw), same_padding(cb.kw));
+  const int64_t wp = w + pw;
+  // Both GEMMs write one tile: conv_a its panels first, conv_b the ones after.
   const int64_t ldc = ca.padded_n() + cb.padded_n();
   const int64_t bytes_per_row = (wp * cin + w * ldc) * static_cast<int64_t>(sizeof(acc_t));
   const int64_t band = choose_band(h, bytes_per_row);
@@ -39,15 +40,15 @@ void parallel_kernel(const at::Tensor& x, const at::Tensor& weight_a, const std:
   for_each_band(
       n, h, band,
       [&] {
-        return std::pair(Scratch<acc_t>(Plane<acc_t>::elements(band + 2 * prow, w, pad, cin)),
+        return std::pair(Scratch<acc_t>(Plane<acc_t>::elements(band + 2 * ph, w, pw, cin)),
                          Scratch<acc_t>(band * w * ldc));
       },
       [&](auto& buf, int64_t image, int64_t first, int64_t rows) {
-        const Plane<acc_t> xs{buf.first.get(), rows + 2 * prow, w, pad, cin, first - prow};
+        const Plane<acc_t> xs{buf.first.get(), rows + 2 * ph, w, pw, cin, first - ph};
         xs.fill(xp + image * h * w * cin, h);
         acc_t* out = buf.second.get();
-        conv_over_plane(mk, xs, prow - same_padding(ca.kh), rows, ca, out, ldc, w * ldc);
-        conv_over_plane(mk, xs, prow - same_padding(cb.kh), rows, cb, out + ca.padded_n(), ldc, w * ldc);
+        conv_over_plane(mk, xs, ph - same_padding(ca.kh), rows, ca, out, ldc, w * ldc);
+        conv_over_plane(mk, xs, ph - same_padding(cb.kh), rows, cb, out + ca.padded_n(), ldc, w * ldc);
         scalar_t* yr = yp + nhwc_offset(image, first, 0, 0, h, w, cout);
         epilogue_rows(act, rows * w, ca.n, out, ldc, ca.bias.get(), yr, cout);
         epilogue_rows(act, rows * w, cb.n, out + ca.padded_n(), ldc, cb.bias.get(), yr + ca.n, cout);

@@ -200,6 +200,7 @@ void gemm(const GemmArgs<T>& g) {
   }
 }
 
+// One output pixel, V vectors of channels: the sum over taps of input times weight, in registers.
 template <typename T, int V>
 inline void depthwise_vectors(const T* in, const int64_t* taps, int64_t ntaps, const T* weight, int64_t wld,
                               T* out) {

@@ -12,12 +12,13 @@ namespace {
 
 constexpr const char* kOp = "pointwise_conv2d";
 
-// Pixels per task: chunks of about equal size, at most kMaxChunk, and enough of them for every thread.
-constexpr int64_t kMaxChunk = 240;
+// Pixels per task: chunks of about equal size, at most kMaxChunk (a block of A that stays in L2), and one per
+// thread when every chunk still gets kMinChunk (a few register tiles).
+constexpr int64_t kMaxChunk = 240, kMinChunk = 24;
 
 int64_t pixel_chunk(int64_t pixels) {
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  const int64_t chunks = std::max(ceil_div(pixels, kMaxChunk), std::min(threads, ceil_div(pixels, 24)));
+  const int64_t chunks = std::max(ceil_div(pixels, kMaxChunk), std::min(threads, ceil_div(pixels, kMinChunk)));
   return ceil_div(pixels, chunks);
 }
 
