@@ -9,6 +9,10 @@ the environment variable ``FASTCONV_BUILD_CUDA``:
     1               required: the build stops, saying why, when they cannot be built
     0               never built
 
+When the CUDA kernels are built, nvcc runs through this file (``python setup.py --nvcc-report DIR -- nvcc ...``,
+via torch's ``PYTORCH_NVCC``), which keeps ptxas's resource report (registers, shared memory, spills per
+kernel, from ``-Xptxas=-v``) of each source in ``build/ptxas/<source>.txt``; tests/test_cuda_build.py reads it.
+
 Other variables: ``CUDA_HOME`` or ``CUDA_PATH`` (the toolkit root; otherwise found from ``nvcc`` on PATH,
 which may be a wrapper script), ``TORCH_CUDA_ARCH_LIST`` (default "9.0", the H100/H200) and ``MAX_JOBS``
 (parallel compile jobs).
@@ -20,7 +24,10 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 
@@ -34,6 +41,8 @@ BUILD_CUDA_MODES = ("auto", "0", "1")
 DEFAULT_CUDA_ARCH_LIST = "9.0"
 CXX_FLAGS = ["-O3", "-g0"]
 NVCC_FLAGS = ["-O3", "-lineinfo", "--use_fast_math", "-Xptxas=-v"]
+# Where the ptxas resource report of each CUDA source is kept.
+PTXAS_REPORT_DIR = ROOT / "build" / "ptxas"
 # Where toolkits live when nothing names one.
 TOOLKIT_SEARCH_ROOTS = (Path("/usr/local"),)
 
@@ -172,6 +181,36 @@ def nvidia_include_dirs(site_dir: Path) -> list[Path]:
     return sorted(p for p in (site_dir / "nvidia").glob("*/include") if p.is_dir())
 
 
+def nvcc_report_command(nvcc: Path, report_dir: Path) -> str:
+    """The nvcc command (torch's ``PYTORCH_NVCC``) that runs ``nvcc`` and keeps its ptxas report in ``report_dir``."""
+    argv = [sys.executable, str(Path(__file__).resolve()), "--nvcc-report", str(report_dir), "--", str(nvcc)]
+    return shlex.join(argv)
+
+
+def ptxas_report_path(nvcc_args: Sequence[str], report_dir: Path) -> Path:
+    """``report_dir/<source>.txt`` for the .cu file an nvcc command line compiles (``-c <source>``)."""
+    sources = [a for a in nvcc_args if a.endswith(".cu")]
+    name = Path(sources[-1]).name if sources else "nvcc"
+    return report_dir / f"{name}.txt"
+
+
+def run_nvcc_with_report(argv: Sequence[str]) -> int:
+    """Runs ``nvcc`` (argv: ``DIR -- nvcc args...``), passing its output on and saving its stderr in DIR.
+
+    Returns:
+        nvcc's exit status.
+    """
+    report_dir, sep, *command = argv
+    if sep != "--" or not command:
+        raise SystemExit("usage: setup.py --nvcc-report DIR -- nvcc ARGS...")
+    result = subprocess.run(command, stderr=subprocess.PIPE, text=True)
+    sys.stderr.write(result.stderr)
+    path = ptxas_report_path(command[1:], Path(report_dir))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(result.stderr)
+    return result.returncode
+
+
 def _relative(paths: Sequence[Path]) -> list[str]:
     return [os.path.relpath(p, ROOT) for p in paths]
 
@@ -201,6 +240,7 @@ def extensions(environ: MutableMapping[str, str]) -> list:
         return [CppExtension(sources=_relative(cpp_sources()), **kwargs)]
     environ["CUDA_HOME"] = str(cuda_home)
     environ["TORCH_CUDA_ARCH_LIST"] = cuda_arch_list(environ)
+    environ["PYTORCH_NVCC"] = nvcc_report_command(cuda_home / "bin" / "nvcc", PTXAS_REPORT_DIR)
     from torch.utils.cpp_extension import CUDAExtension
 
     site_dir = Path(torch.__file__).resolve().parent.parent
@@ -210,6 +250,8 @@ def extensions(environ: MutableMapping[str, str]) -> list:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--nvcc-report"]:
+        sys.exit(run_nvcc_with_report(sys.argv[2:]))
     try:
         ext_modules = extensions(os.environ)
     except BuildConfigError as e:
