@@ -157,6 +157,10 @@ def header(results: Results, stat: str) -> list[str]:
             notes.append(f"**Warning:** other processes competed for the CPUs during this run (load average up "
                          f"to {high:.1f} on {cpus} CPUs): the times, and the ratios between variants that suffer "
                          "differently from oversubscription, are not reliable.")
+    threads, cpus = env.get("threads"), env.get("cpu_count")
+    if isinstance(threads, int) and isinstance(cpus, int) and threads < cpus:
+        notes.append(f"**Threads:** run with --bench-threads {threads} on {cpus} CPUs, so that other processes "
+                     "disturb the comparison less; multithreaded speedups may differ.")
     if not results.fastconv:
         notes.append("No fastconv backend ran in this run, so there are no speedups; the baselines' times follow.")
     lines = ["# fastconv benchmarks", "", *(f"- {f}" for f in facts), ""]
@@ -259,11 +263,13 @@ def chart(results: Results, path: Path) -> None:
         ax.invert_yaxis()
         ax.set_title(section.name, fontsize=9)
         ax.set_xlabel("speedup: baseline time / fastconv time (> 1: fastconv faster)", fontsize=8)
-    axes[0, 0].legend(fontsize=7, loc="lower right")
+    # One legend for all panels, above them: every panel has the same pairs in the same colours.
+    handles, labels = axes[-1, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=3, fontsize=7, bbox_to_anchor=(0.5, 0.985))
     env = results.environment
     fig.suptitle(f"fastconv speedups on {env.get('device_name')} ({', '.join(results.dtypes)}, "
-                 f"{env.get('threads')} threads)", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.98))  # room for the title
+                 f"{env.get('threads')} threads)", fontsize=10, y=0.998)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.9 / sum(heights)))  # room for the title and legend
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -282,7 +288,8 @@ def readme_section(entries: list[tuple[Path, Results]], readme: Path) -> list[st
                   f"Run {results.datetime[:16]}, commit {commit[:12] if commit else 'unknown'}, torch "
                   f"{env.get('torch')}, {env.get('threads')} torch threads{load}. "
                   f"Median times; speedup = baseline time / fastconv time.", ""]
-        lines += [line for line in header(results, "median") if line.startswith("**Warning")]
+        lines += [line for note in header(results, "median") if note.startswith("**")
+                  for line in (note, "")]
         links = [f"[{p.name}]({os.path.relpath(p, readme.parent)})"
                  for p in (path.with_suffix(".md"), path.with_suffix(".png")) if p.exists()]
         if links:
