@@ -29,6 +29,7 @@ __all__ = [
     "convert",
     "depthwise_conv2d",
     "get_backend",
+    "inference_graph",
     "info",
     "inverted_residual",
     "models",
@@ -38,7 +39,7 @@ __all__ = [
     "use_backend",
 ]
 
-_LAZY_MODULES = ("models", "nn", "fold", "reference", "shapes")
+_LAZY_MODULES = ("fold", "graphs", "models", "nn", "reference", "shapes")
 
 
 def __getattr__(name: str) -> Any:
@@ -46,6 +47,8 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module(f"fastconv.{name}")
     if name == "convert":
         return importlib.import_module("fastconv.convert").convert
+    if name == "inference_graph":
+        return importlib.import_module("fastconv.graphs").inference_graph
     if name == "info":
         return importlib.import_module("fastconv.info").info
     raise AttributeError(f"module 'fastconv' has no attribute {name!r}")
