@@ -8,11 +8,13 @@ from typing import TypeVar
 
 from torch import nn
 from torchvision.models import inception, mobilenetv2
+from torchvision.models.detection import ssdlite
 from torchvision.ops import misc
 
 from fastconv import nn as fnn
+from fastconv.nn.ssdlite import is_prediction_block
 
-__all__ = ["REPLACEMENTS", "convert"]
+__all__ = ["PREDICTION_HEADS", "REPLACEMENTS", "convert"]
 
 # Exactly these torchvision classes are replaced: a subclass may override forward (torchvision's
 # quantizable models do), so it is left alone.
@@ -28,6 +30,10 @@ REPLACEMENTS: dict[type[nn.Module], type[nn.Module]] = {
     inception.InceptionAux: fnn.InceptionAux,
 }
 
+# torchvision builds SSDLite's depthwise-separable prediction blocks as plain nn.Sequential, so they are
+# recognised by their place, in the module_list of exactly these heads, and by their layers.
+PREDICTION_HEADS: tuple[type[nn.Module], ...] = (ssdlite.SSDLiteClassificationHead, ssdlite.SSDLiteRegressionHead)
+
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
@@ -35,18 +41,20 @@ def convert(model: ModuleT) -> ModuleT:
     """Replaces, in place, every torchvision module fastconv has a fused counterpart for.
 
     Recognised: MobileNetV2's ``InvertedResidual`` and ``Conv2dNormActivation``; InceptionV3's
-    ``BasicConv2d``, ``InceptionA`` .. ``InceptionE`` and ``InceptionAux`` (see ``fastconv.nn``). Each
-    recognised module object stays where it is and becomes an instance of the fastconv subclass of its
-    class, so it keeps the very same parameter and buffer tensors, hooks and attributes: ``state_dict()``
-    keys and values are unchanged, references held elsewhere (an optimizer's parameter list, a parent
-    module) stay valid, and ``model`` itself is converted when it is one of these modules. Unknown modules
-    are left alone; converting twice changes nothing.
+    ``BasicConv2d``, ``InceptionA`` .. ``InceptionE`` and ``InceptionAux``; the depthwise-separable
+    prediction blocks (plain ``nn.Sequential``) of SSDLite's classification and regression heads, which
+    become ``SSDLitePredictionBlock`` (see ``fastconv.nn``). Each recognised module object stays where it is
+    and becomes an instance of the fastconv subclass of its class, so it keeps the very same parameter and
+    buffer tensors, hooks and attributes: ``state_dict()`` keys and values are unchanged, references held
+    elsewhere (an optimizer's parameter list, a parent module) stay valid, and ``model`` itself is converted
+    when it is one of these modules. Unknown modules are left alone; converting twice changes nothing.
 
     Training mode then computes what torchvision computes; eval mode runs fastconv's fused ops on
     BatchNorm-folded weights.
 
     Args:
-        model: any ``nn.Module``, e.g. ``torchvision.models.mobilenet_v2()``.
+        model: any ``nn.Module``, e.g. ``torchvision.models.mobilenet_v2()`` or
+            ``torchvision.models.detection.ssdlite320_mobilenet_v3_large()``.
 
     Returns:
         ``model``, converted.
@@ -55,6 +63,10 @@ def convert(model: ModuleT) -> ModuleT:
         replacement = REPLACEMENTS.get(type(module))
         if replacement is not None:
             module.__class__ = replacement
+        elif type(module) in PREDICTION_HEADS:
+            for block in module.module_list:
+                if is_prediction_block(block):
+                    block.__class__ = fnn.SSDLitePredictionBlock
     return model
 
 

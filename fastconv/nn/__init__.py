@@ -1,4 +1,4 @@
-"""Drop-in modules: torchvision's MobileNetV2 and InceptionV3 blocks running fastconv's fused ops in eval mode.
+"""Drop-in modules: torchvision's MobileNetV2, InceptionV3 and SSDLite blocks running fastconv's fused ops in eval.
 
 Each class subclasses the torchvision module it replaces (same constructor, ``state_dict`` keys, ``repr``
 and ``isinstance``). Training mode computes exactly what torchvision computes; eval mode folds every
@@ -16,6 +16,7 @@ from fastconv.nn.inception import (
     InceptionE,
 )
 from fastconv.nn.mobilenet import Conv2dNormActivation, InvertedResidual
+from fastconv.nn.ssdlite import SSDLitePredictionBlock
 
 __all__ = [
     "BasicConv2d",
@@ -27,4 +28,5 @@ __all__ = [
     "InceptionD",
     "InceptionE",
     "InvertedResidual",
+    "SSDLitePredictionBlock",
 ]
