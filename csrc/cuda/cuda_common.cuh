@@ -10,7 +10,7 @@
 
 namespace fastconv::cuda {
 
-// VEC elements of T moved as one access: 16 bytes when VEC * sizeof(T) == 16, so that a warp reads whole
+// VEC elements of T moved as one access (V{} is VEC zeros): 16 bytes when VEC * sizeof(T) == 16, so that a warp reads whole
 // 128-byte lines of NHWC channels.
 template <typename T, int VEC>
 struct alignas(sizeof(T) * VEC) Vec {

@@ -68,16 +68,8 @@ __global__ void __launch_bounds__(kThreads)
 
   // The input vector at (ih, iw) for channels [c, c + VEC); zeros in the padding and past C.
   auto load = [&](int64_t ih, int64_t iw, int64_t ch) {
-    V v;
-    if (ih >= 0 && ih < p.h && iw >= 0 && iw < p.w && ch < p.channels) {
-      v = *reinterpret_cast<const V*>(x + nhwc_offset(n, ih, iw, ch, p.h, p.w, p.channels));
-    } else {
-#pragma unroll
-      for (int j = 0; j < VEC; ++j) {
-        v.v[j] = T(0);
-      }
-    }
-    return v;
+    const bool inside = ih >= 0 && ih < p.h && iw >= 0 && iw < p.w && ch < p.channels;
+    return inside ? *reinterpret_cast<const V*>(x + nhwc_offset(n, ih, iw, ch, p.h, p.w, p.channels)) : V{};
   };
 
   Acc* w_s = reinterpret_cast<Acc*>(smem);  // [taps][CB]
