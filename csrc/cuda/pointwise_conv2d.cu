@@ -150,9 +150,10 @@ __global__ void __launch_bounds__(kWmmaThreads)
                           const T* __restrict__ residual, T* __restrict__ y, GemmParams p) {
   namespace wmma = nvcuda::wmma;
   using W = typename WmmaType<T>::type;
-  __shared__ __align__(16) T a_s[kTileM * kPadK];
-  __shared__ __align__(16) T b_s[kTileN * kPadK];
-  __shared__ __align__(16) float c_s[kTileM * kPadN];
+  // WMMA loads and stores need 256-bit aligned tile pointers.
+  __shared__ __align__(32) T a_s[kTileM * kPadK];
+  __shared__ __align__(32) T b_s[kTileN * kPadK];
+  __shared__ __align__(32) float c_s[kTileM * kPadN];
   const int warp = threadIdx.x / 32;
   const int wm = (warp / 2) * 32, wn = (warp % 2) * 32;  // the warp's 32x32 quarter of the tile
   const int64_t m0 = static_cast<int64_t>(blockIdx.x) * kTileM;
