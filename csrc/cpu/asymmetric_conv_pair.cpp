@@ -30,7 +30,7 @@ void pair_kernel(const at::Tensor& x, const at::Tensor& weight1, const std::opti
   const int64_t n = x.size(0), cin = x.size(1), h = x.size(2), w = x.size(3);
   const PackedConv<acc_t> c1 = pack_conv<acc_t, scalar_t>(weight1, bias1, mk.nr);
   const PackedConv<acc_t> c2 = pack_conv<acc_t, scalar_t>(weight2, bias2, mk.nr);
-  const int64_t cmid = c1.n, cout = c2.n;
+  const int64_t cout = c2.n;
   // "same" padding of each conv: rows (ph) and columns (pw).
   const int64_t ph1 = same_padding(c1.kh), ph2 = same_padding(c2.kh);
   const int64_t pw1 = same_padding(c1.kw), pw2 = same_padding(c2.kw);
@@ -59,10 +59,7 @@ void pair_kernel(const at::Tensor& x, const at::Tensor& weight1, const std::opti
         const Plane<acc_t> xs{buf.x.get(), m1 - m0 + 2 * ph1, w, pw1, cin, m0 - ph1};
         xs.fill(xp + image * h * w * cin, h);
         mid.zero_padding(h);
-        conv_over_plane(mk, xs, 0, m1 - m0, c1, mid.pixel(m0 - mid.row0, 0), mid.ld, mid.wp() * mid.ld);
-        for (int64_t r = m0 - mid.row0; r < m1 - mid.row0; ++r) {
-          epilogue_rows(act, w, cmid, mid.pixel(r, 0), mid.ld, c1.bias.get(), mid.pixel(r, 0), mid.ld);
-        }
+        conv_over_plane(mk, xs, 0, m1 - m0, c1, mid.pixel(m0 - mid.row0, 0), mid.ld, mid.wp() * mid.ld, true, act);
         acc_t* out = buf.out.get();
         conv_over_plane(mk, mid, 0, rows, c2, out, c2.padded_n(), w * c2.padded_n());
         epilogue_rows(act, rows * w, cout, out, c2.padded_n(), c2.bias.get(),

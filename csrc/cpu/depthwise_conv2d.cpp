@@ -36,16 +36,16 @@ void depthwise_kernel(const at::Tensor& x, const at::Tensor& weight, const std::
       n, ho, band,
       [&] {
         return std::pair(Scratch<acc_t>(Plane<acc_t>::elements(in_rows(band), w, pw, channels)),
-                         Scratch<acc_t>(band * wo * channels));
+                         Scratch<acc_t>(conversion_size<acc_t, scalar_t>(band * wo * channels)));
       },
       [&](auto& scratch, int64_t image, int64_t first, int64_t rows) {
         const Plane<acc_t> plane{scratch.first.get(), in_rows(rows), w, pw, channels, first * sh - ph};
         plane.fill(xp + image * h * w * channels, h);
-        acc_t* out = scratch.second.get();
+        scalar_t* yb = yp + nhwc_offset(image, first, 0, 0, ho, wo, channels);
+        acc_t* out = acc_output(yb, scratch.second.get());
         depthwise(mk, {rows, wo, channels, plane.pixel(0, -pw), sh * wp * channels, sw * channels, taps.data(),
-                      kh * kw, wt.get(), out, channels});
-        epilogue_rows(act, rows * wo, channels, out, channels, b.get(),
-                      yp + nhwc_offset(image, first, 0, 0, ho, wo, channels), channels);
+                      kh * kw, wt.get(), b.get(), act, out, channels});
+        store_acc(out, rows * wo * channels, yb);
       });
 }
 

@@ -71,16 +71,12 @@ void inverted_residual_kernel(const at::Tensor& x, const std::optional<at::Tenso
           es = Plane<acc_t>{buf.e.get(), xs.rows, w, pad, lde, row0};
           // Only the plane rows inside the image are expanded; the others stay zero.
           const int64_t r0 = std::max<int64_t>(0, -row0), r1 = std::min(xs.rows, h - row0);
-          conv_over_plane(mk, xs, r0, r1 - r0, *expand_conv, es.pixel(r0, 0), lde, wp * lde);
-          for (int64_t r = r0; r < r1; ++r) {
-            epilogue_rows(act, w, hidden, es.pixel(r, 0), lde, expand_conv->bias.get(), es.pixel(r, 0), lde);
-          }
+          conv_over_plane(mk, xs, r0, r1 - r0, *expand_conv, es.pixel(r0, 0), lde, wp * lde, true, act);
           es.zero_padding(h);
         }
         acc_t* d = buf.d.get();
         depthwise(mk, {rows, wo, hidden, es.pixel(0, -pad), stride * wp * lde, stride * lde, taps.data(), k * k,
-                      dw_w.get(), d, hidden});
-        epilogue_rows(act, rows * wo, hidden, d, hidden, dw_b.get(), d, hidden);
+                      dw_w.get(), dw_b.get(), act, d, hidden});
         gemm(mk, GemmArgs<acc_t>{.m = rows * wo, .n = cout, .k = hidden, .a = d, .lda = hidden,
                                  .b = project_conv.tap(0), .c = buf.p.get(), .ldc = ldp});
         // The residual needs stride 1 and cout == cin, so the output band is the same pixels of x.

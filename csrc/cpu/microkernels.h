@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "../common/activation.h"
+
 // The AVX2 kernels exist on x86-64 with a compiler that has per-function targets.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define FASTCONV_CPU_AVX2 1
@@ -16,7 +18,8 @@
 
 namespace fastconv::cpu {
 
-// C[m, n] = A[m, k] * B[k, n], or C += A * B when `accumulate`.
+// C[m, n] = A[m, k] * B[k, n], or C += A * B when `accumulate`; then, when `bias` is given,
+// C = act(C + bias[n]) (the epilogue fused into the GEMM's stores, for intermediates that stay in acc_t).
 //
 // The rows may come in groups (the pixels of one image row): row r lies in group r / group, at
 // a + (r / group) * a_group_step + (r % group) * lda, and likewise in C. A GEMM over the rows of a zero-padded
@@ -31,13 +34,15 @@ struct GemmArgs {
   T* c;        // whole panels are written, so ldc >= round_up(n, nr)
   int64_t ldc;
   bool accumulate = false;
+  const T* bias = nullptr;  // round_up(n, nr) entries
+  Activation act = Activation::None;
   int64_t group = 0, a_group_step = 0, c_group_step = 0;
   int64_t row0 = 0;
   T* workspace = nullptr;  // MicroKernels::gemm_workspace elements, 64-byte aligned, for packing A
 };
 
-// Depthwise sum over taps: out[r, q, ch] = sum_t in[origin(r, q) + taps[t] + ch] * weight[t, ch], with
-// origin(r, q) = r * in_row_step + q * in_col_step (element offsets). The input is a zero-padded tile
+// Depthwise sum over taps: out[r, q, ch] = act(sum_t in[origin(r, q) + taps[t] + ch] * weight[t, ch] + bias[ch]),
+// with origin(r, q) = r * in_row_step + q * in_col_step (element offsets). The input is a zero-padded tile
 // (tiles.h: Plane), so no tap needs a bounds check; strides and dilations are folded into the steps and taps.
 template <typename T>
 struct DepthwiseArgs {
@@ -47,7 +52,9 @@ struct DepthwiseArgs {
   const int64_t* taps;  // [ntaps] element offsets from the window origin
   int64_t ntaps;
   const T* weight;  // [ntaps][channels]
-  T* out;           // pixel (r, q) at out + (r * cols + q) * out_ld
+  const T* bias;    // [channels]
+  Activation act;
+  T* out;  // pixel (r, q) at out + (r * cols + q) * out_ld
   int64_t out_ld;
 };
 

@@ -57,6 +57,30 @@ inline void store(T* p, Vec<T> v) {
   __builtin_memcpy(p, &v, sizeof(v));
 }
 
+// common/activation.h's activations for vectors and scalars alike. Written here rather than instantiated from
+// that header so that no function compiled for this instruction set is shared with other translation units.
+template <typename V>
+inline V apply_activation(V v, Activation act) {
+  const V zero = V{} - V{};
+  if (act == Activation::Relu) {
+    return v < zero ? zero : v;
+  }
+  if (act == Activation::Relu6) {
+    const V six = zero + 6;
+    v = v < zero ? zero : v;
+    return v > six ? six : v;
+  }
+  return v;
+}
+
+// How a register tile leaves: added to C (accumulate), then, with a bias, through bias and activation.
+template <typename T>
+struct TileStore {
+  bool accumulate;
+  const T* bias;  // the panel's nr entries, or null
+  Activation act;
+};
+
 inline int64_t min64(int64_t a, int64_t b) {
   return a < b ? a : b;
 }
@@ -72,7 +96,7 @@ inline int64_t row_offset(const GemmArgs<T>& g, int64_t i, int64_t ld, int64_t g
 // Row i of A is a[i], its k-th element at a[i][k * KS]: KS = kMr when A comes packed by pack_a ([kc][kMr]),
 // 1 when it is read in place. B is a [kc][nr] panel, C given by row pointers.
 template <typename T, int MR, int64_t KS>
-void gemm_tile(int64_t kc, const T* const* a, const T* b, T* const* c, bool accumulate) {
+void gemm_tile(int64_t kc, const T* const* a, const T* b, T* const* c, const TileStore<T>& out) {
   constexpr int64_t L = kLanes<T>;
   Vec<T> acc0[MR];
   Vec<T> acc1[MR];
@@ -95,9 +119,13 @@ void gemm_tile(int64_t kc, const T* const* a, const T* b, T* const* c, bool accu
   }
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
-    if (accumulate) {
+    if (out.accumulate) {
       acc0[i] += load(c[i]);
       acc1[i] += load(c[i] + L);
+    }
+    if (out.bias != nullptr) {
+      acc0[i] = apply_activation(acc0[i] + load(out.bias), out.act);
+      acc1[i] = apply_activation(acc1[i] + load(out.bias + L), out.act);
     }
     store(c[i], acc0[i]);
     store(c[i] + L, acc1[i]);
@@ -105,25 +133,25 @@ void gemm_tile(int64_t kc, const T* const* a, const T* b, T* const* c, bool accu
 }
 
 template <typename T, int64_t KS>
-void gemm_tile_rows(int64_t mr, int64_t kc, const T* const* a, const T* b, T* const* c, bool accumulate) {
+void gemm_tile_rows(int64_t mr, int64_t kc, const T* const* a, const T* b, T* const* c, const TileStore<T>& out) {
   switch (mr) {
     case 6:
-      gemm_tile<T, 6, KS>(kc, a, b, c, accumulate);
+      gemm_tile<T, 6, KS>(kc, a, b, c, out);
       break;
     case 5:
-      gemm_tile<T, 5, KS>(kc, a, b, c, accumulate);
+      gemm_tile<T, 5, KS>(kc, a, b, c, out);
       break;
     case 4:
-      gemm_tile<T, 4, KS>(kc, a, b, c, accumulate);
+      gemm_tile<T, 4, KS>(kc, a, b, c, out);
       break;
     case 3:
-      gemm_tile<T, 3, KS>(kc, a, b, c, accumulate);
+      gemm_tile<T, 3, KS>(kc, a, b, c, out);
       break;
     case 2:
-      gemm_tile<T, 2, KS>(kc, a, b, c, accumulate);
+      gemm_tile<T, 2, KS>(kc, a, b, c, out);
       break;
     default:
-      gemm_tile<T, 1, KS>(kc, a, b, c, accumulate);
+      gemm_tile<T, 1, KS>(kc, a, b, c, out);
       break;
   }
 }
@@ -148,7 +176,7 @@ void pack_a(const GemmArgs<T>& g, int64_t m0, int64_t rows, int64_t k0, int64_t 
 // A is read from `packed` (pack_a) or, when that is null, in place.
 template <typename T>
 void gemm_rows(const GemmArgs<T>& g, int64_t m0, int64_t rows, int64_t k0, int64_t kc, const T* packed,
-               const T* b, int64_t p, bool accumulate) {
+               const T* b, int64_t p, const TileStore<T>& out) {
   const T* a[kMr];
   T* c[kMr];
   for (int64_t i = 0; i < rows; i += kMr) {
@@ -158,9 +186,9 @@ void gemm_rows(const GemmArgs<T>& g, int64_t m0, int64_t rows, int64_t k0, int64
       c[u] = g.c + row_offset(g, m0 + i + u, g.ldc, g.c_group_step) + p * kNr<T>;
     }
     if (packed) {
-      gemm_tile_rows<T, kMr>(mr, kc, a, b, c, accumulate);
+      gemm_tile_rows<T, kMr>(mr, kc, a, b, c, out);
     } else {
-      gemm_tile_rows<T, 1>(mr, kc, a, b, c, accumulate);
+      gemm_tile_rows<T, 1>(mr, kc, a, b, c, out);
     }
   }
 }
@@ -170,12 +198,11 @@ void gemm(const GemmArgs<T>& g) {
   constexpr int64_t NR = kNr<T>;
   const int64_t panels = (g.n + NR - 1) / NR;
   if (g.k == 0) {
-    if (!g.accumulate) {
-      for (int64_t i = 0; i < g.m; ++i) {
-        T* c = g.c + row_offset(g, i, g.ldc, g.c_group_step);
-        for (int64_t j = 0; j < panels * NR; ++j) {
-          c[j] = T(0);
-        }
+    for (int64_t i = 0; i < g.m; ++i) {
+      T* c = g.c + row_offset(g, i, g.ldc, g.c_group_step);
+      for (int64_t j = 0; j < panels * NR; ++j) {
+        const T v = g.accumulate ? c[j] : T(0);
+        c[j] = g.bias != nullptr ? apply_activation(v + g.bias[j], g.act) : v;
       }
     }
     return;
@@ -188,31 +215,33 @@ void gemm(const GemmArgs<T>& g) {
   for (int64_t k0 = 0; k0 < g.k; k0 += kc_max) {
     const int64_t kc = min64(kc_max, g.k - k0);
     const bool accumulate = g.accumulate || k0 > 0;
+    const bool last = k0 + kc == g.k;
     for (int64_t m0 = 0; m0 < g.m; m0 += kMc) {
       const int64_t mc = min64(kMc, g.m - m0);
       if (pack) {
         pack_a(g, m0, mc, k0, kc, packed_a);
       }
       for (int64_t p = 0; p < panels; ++p) {
-        gemm_rows(g, m0, mc, k0, kc, pack ? packed_a : nullptr, g.b + (p * g.k + k0) * NR, p, accumulate);
+        const TileStore<T> out{accumulate, last && g.bias != nullptr ? g.bias + p * NR : nullptr, g.act};
+        gemm_rows(g, m0, mc, k0, kc, pack ? packed_a : nullptr, g.b + (p * g.k + k0) * NR, p, out);
       }
     }
   }
 }
 
-// One output pixel, V vectors of channels: the sum over taps of input times weight, in registers.
+// One output pixel, V vectors of channels: the sum over taps of input times weight, in registers, then bias
+// and activation.
 template <typename T, int V>
-inline void depthwise_vectors(const T* in, const int64_t* taps, int64_t ntaps, const T* weight, int64_t wld,
-                              T* out) {
+inline void depthwise_vectors(const DepthwiseArgs<T>& d, const T* in, int64_t ch, T* out) {
   constexpr int64_t L = kLanes<T>;
   Vec<T> acc[V];
 #pragma GCC unroll 4
   for (int v = 0; v < V; ++v) {
     acc[v] = Vec<T>{};
   }
-  for (int64_t t = 0; t < ntaps; ++t) {
-    const T* p = in + taps[t];
-    const T* w = weight + t * wld;
+  for (int64_t t = 0; t < d.ntaps; ++t) {
+    const T* p = in + d.taps[t] + ch;
+    const T* w = d.weight + t * d.channels + ch;
 #pragma GCC unroll 4
     for (int v = 0; v < V; ++v) {
       acc[v] += load(p + v * L) * load(w + v * L);
@@ -220,7 +249,7 @@ inline void depthwise_vectors(const T* in, const int64_t* taps, int64_t ntaps, c
   }
 #pragma GCC unroll 4
   for (int v = 0; v < V; ++v) {
-    store(out + v * L, acc[v]);
+    store(out + ch + v * L, apply_activation(acc[v] + load(d.bias + ch + v * L), d.act));
   }
 }
 
@@ -234,17 +263,17 @@ void depthwise(const DepthwiseArgs<T>& d) {
       T* out = d.out + (r * d.cols + q) * d.out_ld;
       int64_t ch = 0;
       for (; ch + block <= d.channels; ch += block) {
-        depthwise_vectors<T, kDepthwiseVectors>(in + ch, d.taps, d.ntaps, d.weight + ch, d.channels, out + ch);
+        depthwise_vectors<T, kDepthwiseVectors>(d, in, ch, out);
       }
       for (; ch + L <= d.channels; ch += L) {
-        depthwise_vectors<T, 1>(in + ch, d.taps, d.ntaps, d.weight + ch, d.channels, out + ch);
+        depthwise_vectors<T, 1>(d, in, ch, out);
       }
       for (; ch < d.channels; ++ch) {
         T acc = T(0);
         for (int64_t t = 0; t < d.ntaps; ++t) {
           acc += in[d.taps[t] + ch] * d.weight[t * d.channels + ch];
         }
-        out[ch] = acc;
+        out[ch] = apply_activation(acc + d.bias[ch], d.act);
       }
     }
   }

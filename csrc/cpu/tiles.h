@@ -64,7 +64,29 @@ const acc_t* as_acc(const scalar_t* src, int64_t n, acc_t* scratch) {
   }
 }
 
-// Elements of a scratch buffer for as_acc: none when no conversion is needed.
+// Where a kernel writes acc_t results bound for `y`: y itself when the types match, else `scratch`, from which
+// store_acc converts them.
+template <typename acc_t, typename scalar_t>
+acc_t* acc_output(scalar_t* y, acc_t* scratch) {
+  if constexpr (std::is_same_v<acc_t, scalar_t>) {
+    return y;
+  } else {
+    return scratch;
+  }
+}
+
+template <typename acc_t, typename scalar_t>
+void store_acc(const acc_t* src, int64_t n, scalar_t* y) {
+  if constexpr (!std::is_same_v<acc_t, scalar_t>) {
+    at::parallel_for(0, n, kGrainWork, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        y[i] = static_cast<scalar_t>(src[i]);
+      }
+    });
+  }
+}
+
+// Elements of a scratch buffer for as_acc and acc_output: none when no conversion is needed.
 template <typename acc_t, typename scalar_t>
 constexpr int64_t conversion_size(int64_t n) {
   return std::is_same_v<acc_t, scalar_t> ? 0 : n;
@@ -250,11 +272,13 @@ void depthwise(const MicroKernels<T>& mk, const DepthwiseArgs<T>& d) {
 
 // Stride-1 convolution, "same" padding along W (odd kw), as one GEMM per tap:
 // C[r, c, :] = sum_{i, j} plane[first_row + r + i, c + j - kw / 2, :] * W[:, :, i, j] for the out_rows x width
-// output pixels, without bias. first_row is the plane row that kernel row 0 reads for output row 0. Output
-// row r starts at c + r * c_row_step, its pixels ldc apart.
+// output pixels; with `fuse_epilogue`, C = act(C + bias) (else bias and act are left to the caller).
+// first_row is the plane row that kernel row 0 reads for output row 0. Output row r starts at
+// c + r * c_row_step, its pixels ldc apart.
 template <typename T>
 void conv_over_plane(const MicroKernels<T>& mk, const Plane<T>& plane, int64_t first_row, int64_t out_rows,
-                     const PackedConv<T>& w, T* c, int64_t ldc, int64_t c_row_step) {
+                     const PackedConv<T>& w, T* c, int64_t ldc, int64_t c_row_step, bool fuse_epilogue = false,
+                     Activation act = Activation::None) {
   for (int64_t i = 0; i < w.kh; ++i) {
     for (int64_t j = 0; j < w.kw; ++j) {
       const int64_t t = i * w.kw + j;
@@ -267,6 +291,8 @@ void conv_over_plane(const MicroKernels<T>& mk, const Plane<T>& plane, int64_t f
                            .c = c,
                            .ldc = ldc,
                            .accumulate = t > 0,
+                           .bias = fuse_epilogue && t + 1 == w.kh * w.kw ? w.bias.get() : nullptr,
+                           .act = act,
                            .group = plane.width,
                            .a_group_step = plane.wp() * plane.ld,
                            .c_group_step = c_row_step});
