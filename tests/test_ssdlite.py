@@ -13,14 +13,16 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from functools import partial
 from itertools import pairwise
 
 import pytest
 import torch
 import torchvision
-from module_testing import CHANNELS_LAST, module_backends, one_thread, randomize_
+from module_testing import CHANNELS_LAST, check_eval, module_backends, one_thread, randomize_
 from op_testing import FLOAT32, Tolerance, assert_within_tolerance
 from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.detection.ssd import SSD
 from torchvision.ops import clip_boxes_to_image
@@ -392,6 +394,42 @@ def test_bad_input():
     plain_mobilenet = torchvision.models.mobilenet_v2(inverted_residual_setting=[[1, 16, 1, 2], [6, 24, 1, 1]])
     with pytest.raises(ValueError, match=r"last stride-2 inverted residual has an expansion stage"):
         SSDLiteFeatureExtractorMobileNetV2(plain_mobilenet, nn.BatchNorm2d)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# fastconv.nn.SSDLitePredictionBlock
+
+
+class _OpsCalled(TorchDispatchMode):
+    """Records the fastconv ops that run under it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "fastconv":
+            self.ops.add(func._opname)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("kernel_size", "activation", "ops"), [
+    (3, nn.ReLU6, {"inverted_residual"}),  # SSDLite's own: one fused op
+    (7, nn.ReLU6, {"depthwise_conv2d", "pointwise_conv2d"}),  # a kernel inverted_residual does not take
+    (3, nn.Hardswish, set()),  # no fastconv activation: the plain Sequential runs
+], ids=["3x3", "7x7", "hardswish"])
+def test_prediction_block(kernel_size, activation, ops, backend):
+    norm = partial(nn.BatchNorm2d, eps=0.001)
+    reference = randomize_(torchvision.models.detection.ssdlite._prediction_block(24, 30, kernel_size, norm), seed=4)
+    reference[0][2] = activation()
+    block = fnn.SSDLitePredictionBlock(*copy.deepcopy(reference))
+    assert list(block.state_dict()) == list(reference.state_dict())
+    x = torch.randn(2, 24, 11, 9)
+    with _OpsCalled() as called:
+        out = check_eval(block.eval(), reference.eval(), x, backend)
+    assert called.ops == ops
+    assert not ops or out.is_contiguous(memory_format=CHANNELS_LAST)
 
 
 # ----------------------------------------------------------------------------------------------------------
