@@ -305,7 +305,8 @@ def test_training_is_plain_pytorch_and_reduces_the_loss():
                {"boxes": torch.tensor([[30.0, 30.0, 120.0, 90.0]]), "labels": torch.tensor([2])}]
     losses = []
     with one_thread():
-        # One step side by side: the same losses, gradients and BatchNorm statistics as plain PyTorch.
+        # One forward and backward pass side by side: the losses, gradients and BatchNorm statistics of plain
+        # PyTorch.
         for m in (model, plain):
             loss = m(batch, targets)
             assert set(loss) == {"bbox_regression", "classification"}
