@@ -43,6 +43,7 @@ import fastconv
 from fastconv import backends, reference
 from fastconv.graphs import inference_graph
 from fastconv.shapes import LayerCase, layer_cases
+from fastconv.testing import randomize_batchnorm_
 
 SYNC_TIMER = "torch.utils.benchmark.utils.timer.timer"
 DEFAULT_TIMER = "time.perf_counter"  # pytest-benchmark's default, as its option stores it
@@ -531,7 +532,7 @@ def _record_rates(benchmark, flops: int, min_bytes: int, ceiling: Ceiling) -> No
 RECORDS: list[dict[str, object]] = []
 
 
-def _run(benchmark, settings: Settings, ceiling: Ceiling, variant: Variant,
+def run_benchmark(benchmark, settings: Settings, ceiling: Ceiling, variant: Variant,
          prepare: Callable[[], Callable[[], object]], budget_s: float, info: dict[str, object], flops: int,
          min_bytes: int) -> None:
     """Prepares (compiles, exports, captures) and times one variant; ``prepare`` gives the function to time."""
@@ -670,7 +671,7 @@ def bench_op(benchmark, settings: Settings, ceiling: Ceiling) -> Callable[[str, 
         def prepare() -> Callable[[], object]:
             return _rotating([op_callable(variant, case, a) for a in _copies(args, buffers)])
 
-        _run(benchmark, settings, ceiling, variant, prepare, settings.time_budget_s("op"), info,
+        run_benchmark(benchmark, settings, ceiling, variant, prepare, settings.time_budget_s("op"), info,
              case.flops(batch), min_bytes)
 
     return run
@@ -678,18 +679,6 @@ def bench_op(benchmark, settings: Settings, ceiling: Ceiling) -> Callable[[str, 
 
 # ----------------------------------------------------------------------------------------------------------
 # Whole networks.
-
-
-def _randomize_batchnorm(model: nn.Module, generator: torch.Generator) -> None:
-    # Default statistics (mean 0, var 1, weight 1, bias 0) would make BatchNorm folding a no-op.
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=generator) * 0.1)
-                m.running_var.copy_(torch.rand(c, generator=generator) + 0.5)
-                m.weight.copy_(torch.rand(c, generator=generator) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=generator) * 0.1)
 
 
 @dataclasses.dataclass
@@ -731,7 +720,7 @@ def _networks(network: str, dtype: torch.dtype, device: torch.device) -> Network
     image_size, kwargs = NETWORKS[network]
     torch.manual_seed(SEED)
     fast = getattr(fastconv.models, network)(**kwargs)
-    _randomize_batchnorm(fast, torch.Generator().manual_seed(SEED))
+    randomize_batchnorm_(fast, torch.Generator().manual_seed(SEED))
     eager = getattr(torchvision.models, network)(**kwargs)
     eager.load_state_dict(fast.state_dict())
     eager = eager.to(device=device, dtype=dtype).eval()
@@ -786,7 +775,7 @@ def bench_network(benchmark, settings: Settings, ceiling: Ceiling,
             forward = network_forward(variant, nets, x, export_dir)
             return _rotating([functools.partial(forward, a[0]) for a in _copies((x,), buffers)])
 
-        _run(benchmark, settings, ceiling, variant, prepare, settings.time_budget_s("network"), info,
+        run_benchmark(benchmark, settings, ceiling, variant, prepare, settings.time_budget_s("network"), info,
              nets.flops_per_image * batch, min_bytes)
 
     return run

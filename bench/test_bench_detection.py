@@ -18,38 +18,19 @@ sit in the report's networks section and record what the other benchmarks record
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import functools
-import math
-import os
-import time
-from collections.abc import Callable
 
 import pytest
 import torch
-from conftest import (
-    MAX_ROUNDS,
-    MIN_ROUND_S,
-    MIN_ROUNDS,
-    RECORDS,
-    SEED,
-    SETTINGS,
-    VARIANTS,
-    Ceiling,
-    Settings,
-    Variant,
-    environment_info,
-)
+from conftest import SEED, SETTINGS, VARIANTS, Ceiling, Settings, Variant, run_benchmark
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.detection.ssd import SSD
 
-import fastconv
-from fastconv import backends
-from fastconv.__main__ import randomize_batchnorm_
 from fastconv.models.ssdlite import SIZE, dense_predictions, ssdlite_mobilenet_v2
+from fastconv.testing import randomize_batchnorm_
 
 DETECTOR = "ssdlite_mobilenet_v2"
 BATCH = 1
@@ -124,42 +105,6 @@ def _detectors(dtype: torch.dtype, device: torch.device) -> Detectors:
     )
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _measure(benchmark, settings: Settings, fn: Callable[[], object]) -> None:
-    """conftest.py's timing: a warm-up call, one call that sizes the rounds, then the network's time budget."""
-    if benchmark.disabled:
-        benchmark.pedantic(fn)
-        return
-    fn()
-    _synchronize(settings.device)
-    start = time.perf_counter()
-    fn()
-    _synchronize(settings.device)
-    seconds = max(time.perf_counter() - start, 1e-9)
-    iterations = max(1, math.ceil(MIN_ROUND_S[settings.device.type] / seconds))
-    rounds = int(settings.time_budget_s("network") / (seconds * iterations))
-    benchmark.pedantic(fn, rounds=min(max(rounds, MIN_ROUNDS), MAX_ROUNDS), iterations=iterations)
-
-
-def _record_rates(benchmark, flops: int, min_bytes: int, ceiling: Ceiling) -> None:
-    """conftest.py's rates: GFLOP/s, GB/s and their fractions of the machine's ceilings, from the median."""
-    info = benchmark.extra_info
-    info.update(flops=flops, min_bytes=min_bytes, **ceiling.info())
-    if benchmark.stats:
-        median = benchmark.stats.stats.median
-        info["gflops_per_s"] = flops / median / 1e9
-        info["tflops_per_s"] = info["gflops_per_s"] / 1e3
-        info["gb_per_s"] = min_bytes / median / 1e9
-        info["bandwidth_fraction"] = info["gb_per_s"] / ceiling.gb_per_s
-        info["compute_fraction"] = info["gflops_per_s"] / ceiling.gflops_per_s
-        RECORDS.append({"extra_info": dict(info),
-                        "stats": {stat: getattr(benchmark.stats.stats, stat) for stat in ("median", "min", "mean")}})
-
-
 def test_detector(benchmark, settings: Settings, ceiling: Ceiling, variant: str) -> None:
     v = {x.name: x for x in _variants(settings)}[variant]
     detectors = _detectors(settings.dtype, settings.device)
@@ -167,15 +112,6 @@ def test_detector(benchmark, settings: Settings, ceiling: Ceiling, variant: str)
     g = torch.Generator().manual_seed(SEED)
     images = [torch.rand(3, *SIZE, generator=g).to(device=settings.device, dtype=settings.dtype)
               for _ in range(BATCH)]
-    benchmark.extra_info.update(environment_info(settings.device))
-    benchmark.extra_info.update(v.info())
-    benchmark.extra_info.update(network=DETECTOR, case=DETECTOR, batch=BATCH,
-                                dtype=str(settings.dtype).removeprefix("torch."),
-                                load_average=os.getloadavg()[0] if hasattr(os, "getloadavg") else None)
-    backend = fastconv.use_backend(v.backend) if v.backend else contextlib.nullcontext()
-    with backend, torch.no_grad():
-        try:
-            _measure(benchmark, settings, functools.partial(model, images))
-        except backends.BackendUnavailable as e:  # raised by the first call, before anything is timed
-            pytest.skip(f"{v.name}: {e}")
-    _record_rates(benchmark, detectors.flops * BATCH, detectors.min_bytes * BATCH, ceiling)
+    run_benchmark(benchmark, settings, ceiling, v, lambda: functools.partial(model, images),
+                  settings.time_budget_s("network"), {"network": DETECTOR, "case": DETECTOR, "batch": BATCH},
+                  detectors.flops * BATCH, detectors.min_bytes * BATCH)

@@ -16,48 +16,46 @@ DESCRIPTION = """\
 fastconv: fused kernels for MobileNetV2's inverted residual and InceptionV3's asymmetric conv pairs.
 
 commands:
-  demo   build MobileNetV2 and InceptionV3 with the same random weights (random BatchNorm statistics too) in
-         torchvision and in fastconv, check that their outputs agree, time both and print a table
+  demo   build MobileNetV2, InceptionV3 and the SSDLite detector on MobileNetV2 with the same random weights
+         (random BatchNorm statistics too) in torchvision and in fastconv, check that their outputs agree, time
+         both and print a table
   bench  run the pytest-benchmark suite in bench/ and print a summary table (source checkout only)
   info   print versions, devices, and which backends can run here (and why the others cannot)
 
 Run `python -m fastconv COMMAND --help` for the options of each.
 """
 
-NETWORKS = ("mobilenet_v2", "inception_v3")
-INPUT_SIZE = {"mobilenet_v2": 224, "inception_v3": 299}
+NETWORKS = ("mobilenet_v2", "inception_v3", "ssdlite_mobilenet_v2")
+INPUT_SIZE = {"mobilenet_v2": 224, "inception_v3": 299, "ssdlite_mobilenet_v2": 320}
+# The detector's score threshold: with random weights every class scores about 1/91, so torchvision's 0.001
+# would send every candidate box through NMS (seconds on a CPU, the same work on both sides of the comparison).
+DETECTOR_KWARGS = {"score_thresh": 0.5}
 
 
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def randomize_batchnorm_(model: torch.nn.Module, generator: torch.Generator) -> None:
-    """Gives every BatchNorm random running statistics and affine parameters, in place.
-
-    Default statistics (mean 0, var 1, weight 1, bias 0) would hide BatchNorm folding errors.
-    """
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=generator) * 0.1)
-                m.running_var.copy_(torch.rand(c, generator=generator) + 0.5)
-                m.weight.copy_(torch.rand(c, generator=generator) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=generator) * 0.1)
-
-
 def build_pair(network: str, device: torch.device, dtype: torch.dtype, seed: int = 0):
-    """torchvision's network and fastconv's, in eval mode, holding the same random weights."""
+    """The network of torchvision's modules and fastconv's, in eval mode, holding the same random weights.
+
+    For the detector, torchvision's side is ``ssdlite_mobilenet_v2(fused=False)``: torchvision ships SSDLite only
+    on MobileNetV3, so the baseline is the same detector built from torchvision's modules alone.
+    """
     import torchvision
 
     import fastconv.models
+    from fastconv.testing import randomize_batchnorm_
 
-    kwargs = {"aux_logits": False, "init_weights": False} if network == "inception_v3" else {}
     torch.manual_seed(seed)
-    tv = getattr(torchvision.models, network)(weights=None, **kwargs)
+    if network == "ssdlite_mobilenet_v2":
+        tv = fastconv.models.ssdlite_mobilenet_v2(fused=False, **DETECTOR_KWARGS)
+        fc = fastconv.models.ssdlite_mobilenet_v2(**DETECTOR_KWARGS)
+    else:
+        kwargs = {"aux_logits": False, "init_weights": False} if network == "inception_v3" else {}
+        tv = getattr(torchvision.models, network)(weights=None, **kwargs)
+        fc = getattr(fastconv.models, network)(**kwargs)
     randomize_batchnorm_(tv, torch.Generator().manual_seed(seed))
-    fc = getattr(fastconv.models, network)(**kwargs)
     fc.load_state_dict(tv.state_dict(), strict=True)
     tv = tv.to(device=device, dtype=dtype, memory_format=torch.channels_last).eval()
     fc = fc.to(device=device, dtype=dtype).eval()
@@ -98,10 +96,18 @@ def _demo_network(net: str, batches: Sequence[int], device: torch.device, dtype:
     for batch in batches:
         x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(batch))
         x = x.to(device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        check = lambda model, x: model(x)
+        if net == "ssdlite_mobilenet_v2":
+            from fastconv.models.ssdlite import dense_predictions
+
+            # A detector takes a list of images in [0, 1]; its raw predictions at every default box are what
+            # is compared (detections can legitimately differ where a score sits at a threshold).
+            x = list(x.sigmoid())
+            check = dense_predictions
         with torch.inference_mode():
             _progress(f"{step(batch)}: checking outputs against torchvision")
-            ref = tv(x).float()
-            err = (fc(x).float() - ref).abs().max().item()
+            ref = check(tv, x).float()
+            err = (check(fc, x).float() - ref).abs().max().item()
             _progress(f"{step(batch)}: timing torchvision ({args.runs} runs)")
             t_tv = time_ms(lambda: tv(x), device, args.warmup, args.runs)  # noqa: B023 (called at once)
             _progress(f"{step(batch)}: timing fastconv ({args.runs} runs)")
@@ -174,9 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     backend_names = ("auto", "reference", "cpu", "triton", "cuda")
 
     p = sub.add_parser("demo", help="compare fastconv's networks with torchvision's: outputs and speed",
-                       description="Builds MobileNetV2 and InceptionV3 in torchvision and fastconv with the same "
-                       "random weights, checks that the outputs agree, times both (median after warm-up) at "
-                       "batch 1 and a larger batch, and prints a table. Exits 1 if an output disagrees.")
+                       description="Builds MobileNetV2, InceptionV3 and SSDLite320-MobileNetV2 in torchvision "
+                       "and fastconv with the same random weights, checks that the outputs agree, times both "
+                       "(median after warm-up) at batch 1 and a larger batch, and prints a table. Exits 1 if an "
+                       "output disagrees.")
     p.add_argument("--models", nargs="+", choices=NETWORKS, default=list(NETWORKS), help="networks to run")
     p.add_argument("--batch", type=int, nargs="+", help="batch sizes (default: 1 8 on CPU, 1 64 on CUDA)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present, else cpu)")
