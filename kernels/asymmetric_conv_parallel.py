@@ -19,7 +19,7 @@ from .common import (
     block_ci,
     block_co,
     check_nhwc,
-    conv1d_chunk,
+    conv1d,
     empty_nhwc,
     prune_or_fallback,
     store_tile,
@@ -113,13 +113,11 @@ def asymmetric_conv_parallel_kernel(
     co = pid_co * BLOCK_CO + tl.arange(0, BLOCK_CO)
     ca_ok = co < CA
     cb_ok = co < CB
-    acc_a = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
-    acc_b = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
-    for c0 in range(0, C_IN, BLOCK_CI):
-        acc_a = conv1d_chunk(acc_a, x_ptr, wa_ptr, pix, pos_a, extent_a, step_a, p_ok, c0, C_IN, co, ca_ok, NA,
-                             BLOCK_CI)
-        acc_b = conv1d_chunk(acc_b, x_ptr, wb_ptr, pix, pos_b, extent_b, step_b, p_ok, c0, C_IN, co, cb_ok, NB,
-                             BLOCK_CI)
+    # Conv b runs right after conv a over the same pixel tile, while it is still in L1/L2.
+    acc_a = conv1d(tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32), x_ptr, wa_ptr, pix, pos_a, extent_a, step_a, p_ok,
+                   C_IN, co, ca_ok, NA, BLOCK_CI)
+    acc_b = conv1d(tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32), x_ptr, wb_ptr, pix, pos_b, extent_b, step_b, p_ok,
+                   C_IN, co, cb_ok, NB, BLOCK_CI)
     store_tile(acc_a, y_ptr, pix, p_ok, co, ca_ok, CA + CB, ba_ptr, y_ptr, HAS_BA, False, ACT)
     store_tile(acc_b, y_ptr + CA, pix, p_ok, co, cb_ok, CA + CB, bb_ptr, y_ptr, HAS_BB, False, ACT)
 

@@ -167,7 +167,7 @@ def store_tile(
 
 
 @triton.jit
-def conv1d_chunk(
+def conv1d(
     acc,  # [P, CO] fp32 accumulator
     x_ptr,  # [pixels, C_IN] input (NHWC seen as pixels x channels)
     w_ptr,  # [C_OUT, C_IN, NT] weight of a 1xNT or NTx1 conv (both are this memory)
@@ -176,21 +176,22 @@ def conv1d_chunk(
     extent,  # size of that axis (W or H)
     step,  # pixel stride along that axis (1 for W, W for H)
     row_ok,  # [P] rows that exist
-    c0,  # first input channel of the chunk
     C_IN,  # input channels
     cols,  # [CO] output channels of the accumulator columns
     col_ok,  # [CO] columns that exist
     NT: tl.constexpr,  # taps (odd)
-    BLOCK_CI: tl.constexpr,  # input channels of the chunk
+    BLOCK_CI: tl.constexpr,  # input channels per step
 ):
-    """acc += sum over taps t of x[pix + (t - NT//2) * step, chunk] @ w[cols, chunk, t]^T.
+    """acc += sum over taps t of x[pix + (t - NT//2) * step, :] @ w[cols, :, t]^T.
 
-    One input-channel chunk of a stride-1 "same" 1-D conv as an implicit GEMM: each tap is the pixel tile
-    shifted along the conv's axis; shifted pixels that leave the image read zeros (the padding).
+    A stride-1 "same" 1-D conv as an implicit GEMM whose K loop runs over (input-channel chunk, tap): each
+    step is the pixel tile shifted along the conv's axis; shifted pixels that leave the image read zeros
+    (the padding). One rolled loop, software-pipelined by the kernel's num_stages like a plain GEMM's.
     """
-    ci = c0 + tl.arange(0, BLOCK_CI)
-    ci_ok = ci < C_IN
-    for t in tl.static_range(NT):
+    for k in range(0, tl.cdiv(C_IN, BLOCK_CI) * NT):
+        t = k % NT
+        ci = (k // NT) * BLOCK_CI + tl.arange(0, BLOCK_CI)
+        ci_ok = ci < C_IN
         shifted = pos + (t - NT // 2)
         ok = row_ok & (shifted >= 0) & (shifted < extent)
         a = tl.load(x_ptr + (pix + (t - NT // 2) * step)[:, None] * C_IN + ci[None, :],

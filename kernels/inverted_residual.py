@@ -58,17 +58,15 @@ from .common import (
 
 # Output tile TILE_H x TILE_W, hidden chunk HC, output-channel cap CO_CAP, warps, stages (of the expand GEMM's
 # K loop). First: the interpreter's. (8, 8): stride 1 on large images (box 10x10); (7, 8): stride 2 (box
-# 15x17); (7, 7): 7x7 images whole, and stride 2 onto 7x7 (box 14x14); (7, 14): 14x14 images in two tiles;
-# (2, 28): 28x28 rows; (4, 8): 5x5 kernels with stride 2 and shapes no larger tile fits.
+# 15x17); (7, 7): 7x7 images whole, and stride 2 onto 7x7 (box 14x15); (14, 7): 14x14 images in two tiles;
+# (2, 28): 28x28 rows. Each compiles without spills for fp16, bf16 and fp32 at 8 warps (tests/
+# test_triton_compile.py); HC 32 or CO_CAP 256 spill on the larger boxes.
 CONFIGS = [
-    triton.Config({"TILE_H": 8, "TILE_W": 8, "HC": 32, "CO_CAP": 256}, num_warps=8, num_stages=2),
-    triton.Config({"TILE_H": 8, "TILE_W": 8, "HC": 32, "CO_CAP": 128}, num_warps=4, num_stages=2),
-    triton.Config({"TILE_H": 7, "TILE_W": 8, "HC": 32, "CO_CAP": 256}, num_warps=8, num_stages=2),
-    triton.Config({"TILE_H": 7, "TILE_W": 7, "HC": 64, "CO_CAP": 256}, num_warps=8, num_stages=2),
-    triton.Config({"TILE_H": 7, "TILE_W": 7, "HC": 32, "CO_CAP": 128}, num_warps=4, num_stages=2),
-    triton.Config({"TILE_H": 7, "TILE_W": 14, "HC": 32, "CO_CAP": 128}, num_warps=8, num_stages=2),
-    triton.Config({"TILE_H": 2, "TILE_W": 28, "HC": 64, "CO_CAP": 128}, num_warps=4, num_stages=2),
-    triton.Config({"TILE_H": 4, "TILE_W": 8, "HC": 32, "CO_CAP": 128}, num_warps=4, num_stages=2),
+    triton.Config({"TILE_H": 8, "TILE_W": 8, "HC": 16, "CO_CAP": 128}, num_warps=8, num_stages=2),
+    triton.Config({"TILE_H": 7, "TILE_W": 8, "HC": 16, "CO_CAP": 128}, num_warps=8, num_stages=2),
+    triton.Config({"TILE_H": 7, "TILE_W": 7, "HC": 16, "CO_CAP": 128}, num_warps=8, num_stages=2),
+    triton.Config({"TILE_H": 14, "TILE_W": 7, "HC": 32, "CO_CAP": 128}, num_warps=8, num_stages=2),
+    triton.Config({"TILE_H": 2, "TILE_W": 28, "HC": 32, "CO_CAP": 128}, num_warps=8, num_stages=2),
 ]
 MAX_BOX = 256  # rows of E per chunk: register tile and scratch per program
 
@@ -119,7 +117,8 @@ def _prune(configs: list[triton.Config], named_args: dict, **kwargs) -> list[tri
         z = sizes(c)
         return (z["HALO_P"] * c.kwargs["HC"] + z["P_OUT"] * z["BLOCK_CO"]) / c.num_warps
 
-    valid = [c for c in configs if fits(c)]  # never empty: (4, 8) fits every K <= 5 and stride <= 2
+    # No config fits 5x5 kernels with stride 2 on large images: the cheapest then runs (it may spill).
+    valid = [c for c in configs if fits(c)] or [min(configs, key=cost)]
     return prune_or_fallback(valid, mostly_real, cost)
 
 
