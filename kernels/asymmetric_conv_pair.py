@@ -55,7 +55,6 @@ from .common import (
 # stages. First: the interpreter's. One stage: software pipelining of the first conv's 7-tap loop spills
 # (measured on sm_90); the other warps on the SM hide the load latency instead.
 CONFIGS = [
-    triton.Config({"P_OUT": 128, "CM": 16, "CO_CAP": 128}, num_warps=8, num_stages=1),
     triton.Config({"P_OUT": 64, "CM": 32, "CO_CAP": 128}, num_warps=8, num_stages=1),
     triton.Config({"P_OUT": 64, "CM": 32, "CO_CAP": 64}, num_warps=4, num_stages=1),
 ]

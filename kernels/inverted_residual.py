@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 
+import torch
 import triton
 import triton.language as tl
 from torch import Tensor
@@ -60,15 +61,16 @@ from .common import (
 # K loop). First: the interpreter's. (8, 8): stride 1 on large images (box 10x10); (7, 8): stride 2 (box
 # 15x17); (7, 7): 7x7 images whole, and stride 2 onto 7x7 (box 14x15); (14, 7): 14x14 images in two tiles;
 # (2, 28): 28x28 rows. Each compiles without spills for fp16, bf16 and fp32 at 8 warps (tests/
-# test_triton_compile.py); HC 32 or CO_CAP 256 spill on the larger boxes.
+# test_triton_compile.py); HC 32 or CO_CAP 256 spill on boxes of 128 rows or more.
 CONFIGS = [
     triton.Config({"TILE_H": 8, "TILE_W": 8, "HC": 16, "CO_CAP": 128}, num_warps=8, num_stages=2),
     triton.Config({"TILE_H": 7, "TILE_W": 8, "HC": 16, "CO_CAP": 128}, num_warps=8, num_stages=2),
     triton.Config({"TILE_H": 7, "TILE_W": 7, "HC": 16, "CO_CAP": 128}, num_warps=8, num_stages=2),
-    triton.Config({"TILE_H": 14, "TILE_W": 7, "HC": 32, "CO_CAP": 128}, num_warps=8, num_stages=2),
+    triton.Config({"TILE_H": 14, "TILE_W": 7, "HC": 16, "CO_CAP": 128}, num_warps=8, num_stages=2),
     triton.Config({"TILE_H": 2, "TILE_W": 28, "HC": 32, "CO_CAP": 128}, num_warps=8, num_stages=2),
 ]
-MAX_BOX = 256  # rows of E per chunk: register tile and scratch per program
+# Rows of E times tile pixels: the two register tiles of a chunk. Past it sm_90 code spills (measured).
+MAX_BOX_PIXELS = 256 * 64
 
 
 def _box_rows(th: int, tw: int, k: int, stride: int, h: int) -> int:
@@ -94,19 +96,22 @@ def _scratch_per_program(k: int, stride: int, h: int) -> int:
 
 
 def _prune(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
-    """Keeps the configs whose box fits MAX_BOX and whose register tiles fit the budget; of those, the ones
+    """Keeps the configs whose box fits MAX_BOX_PIXELS and whose register tiles fit the budget; of those, the ones
     whose tile is at least half real pixels of this image, else the cheapest."""
     args = {**named_args, **kwargs}
 
     def sizes(c: triton.Config) -> dict:
         return tile_sizes({**args, **c.kwargs})
 
+    # fp32 products run on FMA units, whose operands take registers too: half the accumulator budget.
+    acc_budget = TILE_REGISTERS // 2 if args["x_ptr"].dtype == torch.float32 else TILE_REGISTERS
+
     def fits(c: triton.Config) -> bool:
         z, warps = sizes(c), c.num_warps
         return (
-            z["HALO_P"] <= MAX_BOX
+            z["HALO_P"] * z["P_OUT"] <= MAX_BOX_PIXELS
             and tile_registers(z["HALO_P"], c.kwargs["HC"], warps) <= TILE_REGISTERS
-            and tile_registers(z["P_OUT"], z["BLOCK_CO"], warps) <= TILE_REGISTERS
+            and tile_registers(z["P_OUT"], z["BLOCK_CO"], warps) <= acc_budget
         )
 
     def mostly_real(c: triton.Config) -> bool:

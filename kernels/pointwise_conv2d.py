@@ -7,6 +7,7 @@ to the fp32 accumulator before the one store.
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 from torch import Tensor
@@ -32,13 +33,15 @@ CONFIGS = [
 
 
 def _prune(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
-    """Drops tiles far wider than the problem: N or K blocks beyond the padded channel counts."""
+    """Drops tiles far wider than the problem (N or K blocks beyond the padded channel counts) and, in fp32,
+    N blocks over 64: fp32 products run on FMA units whose operands take registers, and those spill."""
     args = {**named_args, **kwargs}
     n_pad = max(16, triton.next_power_of_2(args["NOUT"]))
     k_pad = max(16, triton.next_power_of_2(args["K"]))
+    n_cap = 64 if args["x_ptr"].dtype == torch.float32 else n_pad
 
     def fits(c: triton.Config) -> bool:
-        return c.kwargs["BLOCK_N"] <= max(n_pad, 32) and c.kwargs["BLOCK_K"] <= max(k_pad, 32)
+        return c.kwargs["BLOCK_N"] <= min(max(n_pad, 32), n_cap) and c.kwargs["BLOCK_K"] <= max(k_pad, 32)
 
     def cost(c: triton.Config) -> float:
         return c.kwargs["BLOCK_N"] + c.kwargs["BLOCK_K"]
