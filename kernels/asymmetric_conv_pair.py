@@ -48,6 +48,7 @@ from .common import (
     prune_or_fallback,
     store_tile,
     tile_registers,
+    to_dtype,
     tuning_configs,
 )
 
@@ -180,7 +181,7 @@ def asymmetric_conv_pair_kernel(
                          C_IN, cm, cm_ok, N1, BLOCK_CI)
             mid = activate(add_bias(mid, b1_ptr, cm, cm_ok, HAS_B1), ACT)
             tl.debug_barrier()  # the previous chunk's shifted reads are done before M is overwritten
-            tl.store(scratch + r[:, None] * CM + c[None, :], mid.to(DTYPE))
+            tl.store(scratch + r[:, None] * CM + c[None, :], to_dtype(mid, DTYPE))
             tl.debug_barrier()  # M is visible to every thread of the program
 
             # Rolled (unrolled, all N2 taps' tiles would be loaded at once and spill); pipelining this loop

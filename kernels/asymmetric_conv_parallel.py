@@ -1,10 +1,10 @@
 """asymmetric_conv_parallel: 1xn || nx1 over one input, both written into one channel-concatenated output.
 
 Design. A program takes BLOCK_P pixels (flattened over the batch) and the same block of BLOCK_CO output
-channels of both convs, with one fp32 accumulator each. Per input-channel chunk it runs both convs' taps
-back to back: each is an implicit GEMM over the pixel tile shifted along its axis, so one read of the
-input tile from device memory serves both (the shifted and the second reads of a chunk hit L1/L2). The two
-epilogues write a's channels [0, CA) and b's [CA, CA + CB) of the one output: no concat copy.
+channels of both convs, with one fp32 accumulator each. Each conv is an implicit GEMM whose K loop runs over
+(input-channel chunk, tap), the pixel tile shifted along the conv's axis; conv b runs right after conv a
+over the same pixels, so the input tile comes from device memory once and from L1/L2 the second time. The
+two epilogues write a's channels [0, CA) and b's [CA, CA + CB) of the one output: no concat copy.
 """
 
 from __future__ import annotations

@@ -117,6 +117,18 @@ def activate(x, ACT: tl.constexpr):
 
 
 @triton.jit
+def to_dtype(x, DTYPE: tl.constexpr):
+    """fp32 ``x`` rounded to DTYPE, to nearest even as on the GPU. The interpreter's fp32 -> bf16 cast
+    truncates (it ignores fp_downcast_rounding), which doubles bf16 rounding errors there; so under the
+    interpreter bf16 is rounded on the bits first, and the cast that follows is exact."""
+    if _INTERPRET and DTYPE == tl.bfloat16:
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        x = bits.to(tl.float32, bitcast=True)
+    return x.to(DTYPE)
+
+
+@triton.jit
 def mma(a, b, acc, DTYPE: tl.constexpr):
     """acc + a @ b, with a [M, K] and b [K, N] fp32 values rounded to the storage dtype DTYPE first.
 
@@ -127,7 +139,8 @@ def mma(a, b, acc, DTYPE: tl.constexpr):
     if DTYPE == tl.float32:
         acc = tl.dot(a, b, acc, input_precision="ieee")
     elif _INTERPRET:
-        acc = tl.dot(a.to(DTYPE).to(tl.float32), b.to(DTYPE).to(tl.float32), acc, input_precision="ieee")
+        acc = tl.dot(to_dtype(a, DTYPE).to(tl.float32), to_dtype(b, DTYPE).to(tl.float32), acc,
+                     input_precision="ieee")
     else:
         acc = tl.dot(a.to(DTYPE), b.to(DTYPE), acc)
     return acc
@@ -163,7 +176,7 @@ def store_tile(
     if HAS_RESIDUAL:
         acc += tl.load(r_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
     acc = activate(acc, ACT)
-    tl.store(y_ptr + offsets, acc.to(y_ptr.dtype.element_ty), mask=mask)
+    tl.store(y_ptr + offsets, to_dtype(acc, y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit

@@ -54,6 +54,7 @@ from .common import (
     prune_or_fallback,
     store_tile,
     tile_registers,
+    to_dtype,
     tuning_configs,
 )
 
@@ -235,7 +236,7 @@ def inverted_residual_kernel(
                 e = tl.load(x_ptr + box_pix[:, None] * C_IN + hc[None, :], mask=q_in[:, None] & hc_ok[None, :],
                             other=0.0).to(tl.float32)
             tl.debug_barrier()  # the previous chunk's window reads are done before E is overwritten
-            tl.store(scratch + q[:, None] * HC + c[None, :], e.to(DTYPE))
+            tl.store(scratch + q[:, None] * HC + c[None, :], to_dtype(e, DTYPE))
             tl.debug_barrier()  # E is visible to every thread of the program
 
             d = tl.zeros((P_OUT, HC), dtype=tl.float32)
