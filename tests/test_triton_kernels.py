@@ -69,18 +69,11 @@ def _small(case: LayerCase) -> LayerCase:
     return dataclasses.replace(case, x=(n, c, min(h, SMALL_SIDE), min(w, SMALL_SIDE)))
 
 
-# A known defect, kept visible rather than hidden: on this block shape the Triton inverted_residual's bf16
-# error (0.098 at max |ref| 9.7) exceeds the rule's bound (0.092: twice PyTorch's own 0.027 plus atol).
-KNOWN_BF16_FAILURES = {"mbv2-features.7-32x28x28-s2": "Triton inverted_residual bf16 error above the tolerance rule"}
-
-
-@pytest.mark.parametrize("case", [
-    pytest.param(c, id=c.id(), marks=[pytest.mark.xfail(reason=KNOWN_BF16_FAILURES[c.id()], strict=False)]
-                 if c.id() in KNOWN_BF16_FAILURES else [])
-    for c in layer_cases()])
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id()) for c in layer_cases()])
 def test_network_layers(case: LayerCase):
     """Every layer of both networks, real channel counts and kernels, spatial size cut down, bfloat16 (the
-    dtype the interpreter gets wrong unless every value is converted at load and store)."""
+    dtype the interpreter gets wrong unless every value is converted at load and store, and rounded to
+    nearest even by hand: its own fp32 -> bf16 cast truncates)."""
     tol = next(t for t in TOLERANCES if t.dtype == torch.bfloat16)
     check_op(case.op, _small(case).make_args(1, dtype=tol.dtype), "triton", tol)
 
