@@ -9,9 +9,11 @@ BUILD_INPUTS := setup.py pyproject.toml $(shell find csrc kernels -type f -not -
 
 .PHONY: install demo test test-cpu test-triton test-bench bench lint clean
 
-# torch must be present before the extension builds (no build isolation, as for every torch extension).
+# torch and the build backend (setuptools, wheel) must be present before the extension builds: no build isolation,
+# as for every torch extension.
 $(STAMP): $(BUILD_INPUTS)
 	$(PYTHON) -c "import torch, torchvision" 2>/dev/null || $(PIP) install "torch>=2.11" "torchvision>=0.26"
+	$(PYTHON) -c "import setuptools, wheel" 2>/dev/null || $(PIP) install "setuptools>=64" wheel
 	$(PIP) install --no-build-isolation -e ".[test]"
 	@mkdir -p $(dir $@) && touch $@
 

@@ -10,7 +10,7 @@
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
-#include "../common/checks.h"
+#include "../common/op_args.h"
 #include "tiles.h"
 
 namespace fastconv::cpu {
@@ -70,17 +70,12 @@ void pair_kernel(const at::Tensor& x, const at::Tensor& weight1, const std::opti
 at::Tensor asymmetric_conv_pair_cpu(const at::Tensor& x_in, const at::Tensor& weight1,
                                     const std::optional<at::Tensor>& bias1, const at::Tensor& weight2,
                                     const std::optional<at::Tensor>& bias2, c10::string_view activation) {
-  check_input(kOp, x_in);
-  check_device(kOp, x_in, c10::DeviceType::CPU);
-  check_like(kOp, "weight1", weight1, x_in, {-1, x_in.size(1), -1, -1});
-  check_odd_kernel(kOp, "weight1", weight1);
-  check_bias(kOp, "bias1", bias1, x_in, weight1.size(0));
-  check_like(kOp, "weight2", weight2, x_in, {-1, weight1.size(0), -1, -1});
-  check_odd_kernel(kOp, "weight2", weight2);
-  check_bias(kOp, "bias2", bias2, x_in, weight2.size(0));
-  const Activation act = parse_activation(kOp, activation);
+  const AsymmetricPairGeometry g = check_asymmetric_pair_args(
+      kOp, c10::DeviceType::CPU, x_in, weight1, bias1, weight2, bias2,
+      std::string_view(activation.data(), activation.size()));
+  const Activation act = g.act;
   const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);
-  at::Tensor y = empty_channels_last(x, {x.size(0), weight2.size(0), x.size(2), x.size(3)});
+  at::Tensor y = empty_channels_last(x, {g.n, g.second.cout, g.h, g.w});
   if (y.numel() == 0) {
     return y;
   }

@@ -9,7 +9,7 @@
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
-#include "../common/checks.h"
+#include "../common/op_args.h"
 #include "tiles.h"
 
 namespace fastconv::cpu {
@@ -58,18 +58,12 @@ void parallel_kernel(const at::Tensor& x, const at::Tensor& weight_a, const std:
 at::Tensor asymmetric_conv_parallel_cpu(const at::Tensor& x_in, const at::Tensor& weight_a,
                                         const std::optional<at::Tensor>& bias_a, const at::Tensor& weight_b,
                                         const std::optional<at::Tensor>& bias_b, c10::string_view activation) {
-  check_input(kOp, x_in);
-  check_device(kOp, x_in, c10::DeviceType::CPU);
-  check_like(kOp, "weight_a", weight_a, x_in, {-1, x_in.size(1), -1, -1});
-  check_odd_kernel(kOp, "weight_a", weight_a);
-  check_bias(kOp, "bias_a", bias_a, x_in, weight_a.size(0));
-  check_like(kOp, "weight_b", weight_b, x_in, {-1, x_in.size(1), -1, -1});
-  check_odd_kernel(kOp, "weight_b", weight_b);
-  check_bias(kOp, "bias_b", bias_b, x_in, weight_b.size(0));
-  const Activation act = parse_activation(kOp, activation);
+  const AsymmetricParallelGeometry g = check_asymmetric_parallel_args(
+      kOp, c10::DeviceType::CPU, x_in, weight_a, bias_a, weight_b, bias_b,
+      std::string_view(activation.data(), activation.size()));
+  const Activation act = g.act;
   const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);
-  const int64_t channels = weight_a.size(0) + weight_b.size(0);
-  at::Tensor y = empty_channels_last(x, {x.size(0), channels, x.size(2), x.size(3)});
+  at::Tensor y = empty_channels_last(x, {g.n, g.a.cout + g.b.cout, g.h, g.w});
   if (y.numel() == 0) {
     return y;
   }

@@ -5,7 +5,7 @@
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
-#include "../common/checks.h"
+#include "../common/op_args.h"
 #include "tiles.h"
 
 namespace fastconv::cpu {
@@ -52,27 +52,11 @@ void depthwise_kernel(const at::Tensor& x, const at::Tensor& weight, const std::
 at::Tensor depthwise_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                                 at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                 c10::string_view activation) {
-  check_input(kOp, x_in);
-  check_device(kOp, x_in, c10::DeviceType::CPU);
-  const int64_t n = x_in.size(0), channels = x_in.size(1), h = x_in.size(2), w = x_in.size(3);
-  check_like(kOp, "weight", weight, x_in, {channels, 1, -1, -1});
-  check_bias(kOp, "bias", bias, x_in, channels);
-  TORCH_CHECK_VALUE(stride.size() == 2 && stride[0] >= 1 && stride[1] >= 1, "fastconv_C::", kOp,
-                    ": stride must be two integers >= 1; got ", stride);
-  TORCH_CHECK_VALUE(padding.size() == 2 && padding[0] >= 0 && padding[1] >= 0, "fastconv_C::", kOp,
-                    ": padding must be two integers >= 0; got ", padding);
-  TORCH_CHECK_VALUE(dilation.size() == 2 && dilation[0] >= 1 && dilation[1] >= 1, "fastconv_C::", kOp,
-                    ": dilation must be two integers >= 1; got ", dilation);
-  const int64_t kh = weight.size(2), kw = weight.size(3);
-  TORCH_CHECK_VALUE(kh >= 1 && kw >= 1, "fastconv_C::", kOp, ": weight must have a kernel of at least 1x1; got ",
-                    kh, "x", kw);
-  const Activation act = parse_activation(kOp, activation);
-  const int64_t ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0]);
-  const int64_t wo = conv_output_size(w, kw, stride[1], padding[1], dilation[1]);
-  TORCH_CHECK_VALUE(ho >= 1 && wo >= 1, "fastconv_C::", kOp, ": x of spatial size ", h, "x", w,
-                    " is smaller than the ", kh, "x", kw, " kernel (dilation ", dilation, ") with padding ", padding);
+  const DepthwiseGeometry g = check_depthwise_args(kOp, c10::DeviceType::CPU, x_in, weight, bias, stride, padding,
+                                                   dilation, std::string_view(activation.data(), activation.size()));
+  const Activation act = g.act;
   const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);
-  at::Tensor y = empty_channels_last(x, {n, channels, ho, wo});
+  at::Tensor y = empty_channels_last(x, {g.n, g.channels, g.ho, g.wo});
   if (y.numel() == 0) {
     return y;
   }

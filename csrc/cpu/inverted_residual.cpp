@@ -11,7 +11,7 @@
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
-#include "../common/checks.h"
+#include "../common/op_args.h"
 #include "tiles.h"
 
 namespace fastconv::cpu {
@@ -91,38 +91,13 @@ at::Tensor inverted_residual_cpu(const at::Tensor& x_in, const std::optional<at:
                                  const std::optional<at::Tensor>& dw_bias, const at::Tensor& project_weight,
                                  const std::optional<at::Tensor>& project_bias, int64_t stride, bool residual,
                                  c10::string_view activation) {
-  check_input(kOp, x_in);
-  check_device(kOp, x_in, c10::DeviceType::CPU);
-  const int64_t n = x_in.size(0), cin = x_in.size(1), h = x_in.size(2), w = x_in.size(3);
-  std::optional<at::Tensor> expand_weight;
-  int64_t hidden = cin;
-  if (expand_weight_in.has_value() && expand_weight_in->defined()) {
-    expand_weight = expand_weight_in;
-    check_like(kOp, "expand_weight", *expand_weight, x_in, {-1, cin, 1, 1});
-    hidden = expand_weight->size(0);
-    check_bias(kOp, "expand_bias", expand_bias, x_in, hidden);
-  } else {
-    TORCH_CHECK_VALUE(!(expand_bias.has_value() && expand_bias->defined()), "fastconv_C::", kOp,
-                      ": expand_bias must be None when expand_weight is None (expansion factor 1)");
-  }
-  check_like(kOp, "dw_weight", dw_weight, x_in, {hidden, 1, -1, -1});
-  const int64_t k = dw_weight.size(2);
-  TORCH_CHECK_VALUE(dw_weight.size(3) == k && k % 2 == 1, "fastconv_C::", kOp,
-                    ": dw_weight must be a square depthwise kernel of odd size (3x3, 5x5); got ", k, "x",
-                    dw_weight.size(3));
-  check_bias(kOp, "dw_bias", dw_bias, x_in, hidden);
-  check_like(kOp, "project_weight", project_weight, x_in, {-1, hidden, 1, 1});
-  const int64_t cout = project_weight.size(0);
-  check_bias(kOp, "project_bias", project_bias, x_in, cout);
-  TORCH_CHECK_VALUE(stride >= 1, "fastconv_C::", kOp, ": stride must be >= 1; got ", stride);
-  TORCH_CHECK_VALUE(!residual || (stride == 1 && cout == cin), "fastconv_C::", kOp,
-                    ": residual=True needs stride 1 and as many output as input channels; got stride ", stride, ", ",
-                    cin, " -> ", cout, " channels");
-  const Activation act = parse_activation(kOp, activation);
-  const int64_t pad = same_padding(k);
-  const int64_t ho = conv_output_size(h, k, stride, pad, 1), wo = conv_output_size(w, k, stride, pad, 1);
+  const InvertedResidualGeometry g = check_inverted_residual_args(
+      kOp, c10::DeviceType::CPU, x_in, expand_weight_in, expand_bias, dw_weight, dw_bias, project_weight,
+      project_bias, stride, residual, std::string_view(activation.data(), activation.size()));
+  const std::optional<at::Tensor> expand_weight = g.expand ? expand_weight_in : std::nullopt;
+  const Activation act = g.act;
   const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);
-  at::Tensor y = empty_channels_last(x, {n, cout, ho, wo});
+  at::Tensor y = empty_channels_last(x, {g.n, g.cout, g.ho, g.wo});
   if (y.numel() == 0) {
     return y;
   }

@@ -4,7 +4,7 @@
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
-#include "../common/checks.h"
+#include "../common/op_args.h"
 #include "tiles.h"
 
 namespace fastconv::cpu {
@@ -51,20 +51,15 @@ void pointwise_kernel(const at::Tensor& x, const at::Tensor& weight, const std::
 
 at::Tensor pointwise_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                                 c10::string_view activation, const std::optional<at::Tensor>& residual_in) {
-  check_input(kOp, x_in);
-  check_device(kOp, x_in, c10::DeviceType::CPU);
-  const int64_t n = x_in.size(0), cin = x_in.size(1), h = x_in.size(2), w = x_in.size(3);
-  check_like(kOp, "weight", weight, x_in, {-1, cin, 1, 1});
-  const int64_t cout = weight.size(0);
-  check_bias(kOp, "bias", bias, x_in, cout);
-  const Activation act = parse_activation(kOp, activation);
+  const PointwiseGeometry g = check_pointwise_args(kOp, c10::DeviceType::CPU, x_in, weight, bias,
+                                                   std::string_view(activation.data(), activation.size()), residual_in);
+  const Activation act = g.act;
   std::optional<at::Tensor> residual;
   if (residual_in.has_value() && residual_in->defined()) {
-    check_like(kOp, "residual", *residual_in, x_in, {n, cout, h, w});
     residual = residual_in->contiguous(at::MemoryFormat::ChannelsLast);
   }
   const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);
-  at::Tensor y = empty_channels_last(x, {n, cout, h, w});
+  at::Tensor y = empty_channels_last(x, {g.n, g.cout, g.h, g.w});
   if (y.numel() == 0) {
     return y;
   }

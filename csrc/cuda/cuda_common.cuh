@@ -5,6 +5,8 @@
 #include <ATen/OpMathType.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include <cstdint>
 
@@ -24,6 +26,18 @@ inline constexpr int kVec16 = 16 / static_cast<int>(sizeof(T));
 // fp32 for the 16-bit and 32-bit dtypes, fp64 for fp64.
 template <typename T>
 using acc_t = at::opmath_type<T>;
+
+// The CUDA type of a 16-bit storage dtype, as WMMA / mma.sync fragments name it.
+template <typename T>
+struct WmmaType;
+template <>
+struct WmmaType<c10::Half> {
+  using type = __half;
+};
+template <>
+struct WmmaType<c10::BFloat16> {
+  using type = __nv_bfloat16;
+};
 
 // True when every pointer is aligned to `bytes` and `channels` is a multiple of `vec`, so that each
 // NHWC pixel's channel run starts on a vector boundary.

@@ -113,17 +113,6 @@ constexpr int kWmmaK = 32;
 constexpr int kPadK = kWmmaK + 8;
 constexpr int kPadN = kTileN + 4;
 
-template <typename T>
-struct WmmaType;
-template <>
-struct WmmaType<c10::Half> {
-  using type = __half;
-};
-template <>
-struct WmmaType<c10::BFloat16> {
-  using type = __nv_bfloat16;
-};
-
 // Copies rows [row0, row0 + rows) x columns [k0, k0 + kWmmaK) of the row-major [limit, ld] matrix src into
 // dst [rows][kPadK], zero-filling past its edges; VEC elements (16 bytes when VEC = 8) per access.
 template <typename T, int VEC, int ROWS>
