@@ -46,7 +46,8 @@ OPS = (
 )
 
 # What `auto` tries, per device type and op, first to last; the first that can run wins. The order comes
-# from the committed benchmark results (bench/results/); `reference` always closes the list.
+# from the committed benchmark results (bench/results/): on CUDA the faster of triton and cuda by the GPU results
+# comes first, triton while none compares them (tests/test_backends.py holds this); `reference` closes the list.
 AUTO_ORDER: dict[str, dict[str, tuple[str, ...]]] = {
     "cpu": {op: ("cpu", "reference") for op in OPS},
     "cuda": {op: ("triton", "cuda", "reference") for op in OPS},

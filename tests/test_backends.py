@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -167,3 +170,51 @@ def test_backend_status(monkeypatch):
     assert status["cpu"] == next((r for r in (backends.why_not("cpu", op, CPU) for op in backends.OPS) if r), None)
     assert "Triton needs a CUDA device or TRITON_INTERPRET=1" in status["triton"]
     assert status["cuda"] == "the cuda backend runs CUDA tensors only; the tensors are on cpu"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# `auto` on CUDA follows the committed GPU benchmark results.
+
+RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
+GPU_BACKENDS = ("triton", "cuda")
+
+
+def gpu_speed_ratios(paths: list[Path]) -> dict[str, float]:
+    """Per op: the geometric mean over every (layer case, batch, dtype) timed on both GPU backends in one run of
+    the cuda backend's median time over the triton backend's (below 1: cuda is faster). Ops that no committed
+    run timed on both backends are absent."""
+    logs: dict[str, list[float]] = {}
+    for path in paths:
+        medians: dict[tuple, dict[str, float]] = {}
+        for bench in json.loads(path.read_text()).get("benchmarks", []):
+            info = bench.get("extra_info", {})
+            if info.get("device") != "cuda" or info.get("backend") not in GPU_BACKENDS or "op" not in info:
+                continue
+            key = (info["op"], info.get("case"), info.get("batch"), info.get("dtype"))
+            medians.setdefault(key, {})[info["backend"]] = bench["stats"]["median"]
+        for (op, *_), times in medians.items():
+            if len(times) == len(GPU_BACKENDS):
+                logs.setdefault(op, []).append(math.log(times["cuda"] / times["triton"]))
+    return {op: math.exp(sum(v) / len(v)) for op, v in logs.items()}
+
+
+def test_gpu_speed_ratios(tmp_path):
+    def bench(backend, median, case="c", device="cuda"):
+        return {"extra_info": {"device": device, "backend": backend, "op": "pointwise_conv2d", "case": case,
+                               "batch": 1, "dtype": "float16"}, "stats": {"median": median}}
+
+    run = {"benchmarks": [bench("triton", 2.0), bench("cuda", 1.0), bench("triton", 1.0, "d"), bench("cuda", 4.0, "d"),
+                          bench("cuda", 9.0, "only-cuda"), bench("triton", 1.0, device="cpu")]}
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    assert gpu_speed_ratios([tmp_path / "run.json"]) == pytest.approx({"pointwise_conv2d": math.sqrt(0.5 * 4.0)})
+
+
+@pytest.mark.parametrize("op", backends.OPS)
+def test_auto_order_on_cuda_follows_committed_results(op):
+    """The faster GPU backend by the committed results comes first; triton while no result compares them."""
+    ratio = gpu_speed_ratios(sorted(RESULTS.glob("*.json"))).get(op)
+    order = [b for b in backends.AUTO_ORDER["cuda"][op] if b in GPU_BACKENDS]
+    expected = ["cuda", "triton"] if ratio is not None and ratio < 1 else ["triton", "cuda"]
+    assert order == expected, (f"{op}: committed results give cuda/triton time ratio {ratio}; "
+                               f"AUTO_ORDER['cuda'] should try {expected} first")
+    assert backends.AUTO_ORDER["cuda"][op][-1] == "reference"
