@@ -114,6 +114,7 @@ class Variant:
         compile_options: torch.compile keyword arguments; a variant that has them is torch.compile'd.
         freezing: compile with ``torch._inductor.config.freezing`` (weights become constants, folded ahead).
         max_batch: the largest batch it runs at (CUDA graphs: latency at batch 1).
+        quick: whether it runs under --bench-quick (where one compiled baseline per network is enough).
     """
 
     name: str
@@ -126,6 +127,7 @@ class Variant:
     compile_options: tuple[tuple[str, object], ...] = ()
     freezing: bool = False
     max_batch: int | None = None
+    quick: bool = True
 
     def why_not(self, ops: tuple[str, ...], device: torch.device) -> str | None:
         """None when this variant can run all of ``ops`` on ``device``, else the reason it cannot."""
@@ -149,7 +151,9 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("eager-nchw", "baseline", _NCHW, family="eager"),
     Variant("eager-channels_last", "baseline", _CL, family="eager"),
     # torch.compile of the channels_last eager model (Inductor chooses its own layouts anyway).
-    Variant("compile", "baseline", _CL, family="compile", compile_options=(("dynamic", False),)),
+    # Under --bench-quick the networks get the freezing variant only: each compilation of a network costs
+    # about a minute on 2 CPU cores.
+    Variant("compile", "baseline", _CL, family="compile", compile_options=(("dynamic", False),), quick=False),
     # Freezing folds weights as constants: it changes nothing where they are arguments (the layer cases).
     Variant("compile-freezing", "baseline", _CL, family="compile", scopes=("network",),
             compile_options=(("dynamic", False),), freezing=True),
@@ -182,6 +186,11 @@ class Settings:
     @property
     def network_batches(self) -> tuple[int, ...]:
         return self.all_network_batches[:1] if self.quick else self.all_network_batches
+
+    @property
+    def layer_batches(self) -> tuple[int, ...]:
+        """Batch sizes of the layer cases: the first (batch 1, latency) only under --bench-quick."""
+        return self.batches[:1] if self.quick else self.batches
 
     def time_budget_s(self, what: str) -> float:
         """Seconds of timed rounds for one benchmark of ``what`` ("op" or "network")."""
@@ -284,6 +293,7 @@ def _params(entries: dict[str, tuple[str, ...]], batches: tuple[int, ...], group
                         or (variant.kind == "baseline" and variant.family not in settings.families)
                         or (variant.family == "graph" and "graph" not in settings.families)
                         or (variant.max_batch is not None and batch > variant.max_batch)
+                        or (settings.quick and not variant.quick)
                         or (variant.family in HEAVY_FAMILIES and not heavy(case_id, batch))):
                     continue
                 marks = [pytest.mark.benchmark(group=f"{group} {case_id} b{batch}")]
@@ -312,7 +322,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             return case_id == representative and not settings.quick
 
         metafunc.parametrize(("case", "batch", "variant"),
-                             _params(entries, settings.batches, op, "op", settings, heavy))
+                             _params(entries, settings.layer_batches, op, "op", settings, heavy))
     elif {"network", "batch", "variant"} <= names:
         # Which ops a network runs (and so whether a backend can run it) shows only when it runs: see _run.
         entries = {n: () for n in NETWORKS}
