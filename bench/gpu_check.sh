@@ -56,7 +56,7 @@ fi
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
 
-step build 150 $PY -m pip install --no-build-isolation --no-deps --no-index -e .
+step build 210 $PY -m pip install --no-build-isolation --no-deps --no-index -e .
 step tests 100 $PY -m pytest tests -m "gpu or triton" -q -p no:cacheprovider
 if command -v compute-sanitizer >/dev/null; then
   step sanitize 60 compute-sanitizer --tool memcheck --error-exitcode 3 $PY bench/sanitize_cases.py
