@@ -160,10 +160,18 @@ inline InvertedResidualTile ir_layout(InvertedResidualTile t, int th, int tw, in
   return t;
 }
 
+// Output tiles of the grid (blockIdx.x); the grid is ir_tiles x cout_slices x n blocks.
+inline int64_t ir_tiles(const InvertedResidualTile& t) { return ceil_div(t.ho, t.th) * t.tiles_w; }
+
+inline int64_t ir_blocks(const InvertedResidualTile& t) { return ir_tiles(t) * t.cout_slices * t.n; }
+
 // Chooses the tile: the largest output tile (8x8, 4x8, 4x4; stride 2: 4x8, 4x4) whose grid still has
 // `min_blocks` blocks (one per multiprocessor), else the smallest; per tile the widest hidden chunk (64, 32, 16)
 // that fits the shared memory. Output channels are split into slices when the accumulator of the whole cout
-// would exceed kIrAccFragsPerWarp fragments per warp. Returns a tile with smem_bytes == 0 when nothing fits.
+// would exceed kIrAccFragsPerWarp fragments per warp, and further (down to 32 channels) while the grid of the
+// smallest tile is still short of `min_blocks` (small images at small batches): each slice recomputes the
+// expansion, which the tensor cores have to spare there, and the slices run in parallel. Returns a tile with
+// smem_bytes == 0 when nothing fits.
 inline InvertedResidualTile choose_ir_tile(const InvertedResidualTile& problem, int elem_bytes, int acc_bytes,
                                            bool tensor_cores, int64_t min_blocks) {
   static constexpr int kTiles1[][2] = {{8, 8}, {4, 8}, {4, 4}};
@@ -182,11 +190,15 @@ inline InvertedResidualTile choose_ir_tile(const InvertedResidualTile& problem, 
         continue;
       }
       chosen = t;
-      if (ceil_div(t.ho, th) * t.tiles_w * t.cout_slices * t.n >= min_blocks) {
+      if (ir_blocks(t) >= min_blocks) {
         return t;
       }
       break;
     }
+  }
+  while (chosen.smem_bytes > 0 && chosen.cout_blk > 2 * kIrMmaTile && ir_blocks(chosen) < min_blocks) {
+    const int cout_blk = static_cast<int>(round_up(chosen.cout_blk / 2, kIrMmaTile));
+    chosen = ir_layout(problem, chosen.th, chosen.tw, chosen.hc, cout_blk, elem_bytes, acc_bytes, tensor_cores);
   }
   return chosen;
 }

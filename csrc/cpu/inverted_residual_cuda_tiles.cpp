@@ -79,9 +79,8 @@ void run_grid(const IrTensors<T>& g, const InvertedResidualTile& problem) {
       choose_ir_tile(problem, sizeof(T), sizeof(Acc), kTensorCores, kEmulatedMultiprocessors);
   TORCH_CHECK(t.smem_bytes > 0, "fastconv_tiles::", kOp, ": a tile of ", problem.cin,
               " input channels does not fit the shared memory of one block (", kIrMaxSmemBytes, " bytes)");
-  const int64_t tiles = ceil_div(t.ho, t.th) * t.tiles_w;
-  const int64_t blocks = tiles * t.cout_slices * t.n;
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+  const int64_t tiles = ir_tiles(t);
+  at::parallel_for(0, ir_blocks(t), 1, [&](int64_t begin, int64_t end) {
     std::vector<unsigned char> smem(static_cast<size_t>(t.smem_bytes));
     std::vector<Acc> regs(kTensorCores ? static_cast<size_t>(t.p_out) * t.ldc : 0);
     for (int64_t b = begin; b < end; ++b) {

@@ -173,7 +173,7 @@ void launch(const IrTensors<T>& g, const InvertedResidualTile& problem) {
   TORCH_CHECK(t.smem_bytes > 0, "fastconv_C::", kOp, ": a tile of ", problem.cin, " input channels does not fit ",
               "the shared memory of one block (", kIrMaxSmemBytes, " bytes) in ", c10::CppTypeToScalarType<T>::value,
               "; use the 'cpu' or 'reference' backend for this shape");
-  const int64_t tiles = ceil_div(t.ho, t.th) * t.tiles_w;
+  const int64_t tiles = ir_tiles(t);
   TORCH_CHECK(tiles <= INT32_MAX && t.cout_slices <= 65535 && t.n <= 65535, "fastconv_C::", kOp,
               ": output too large for one launch: ", tiles, " tiles x ", t.cout_slices, " channel slices x ", t.n,
               " images (at most 2^31-1 x 65535 x 65535)");
