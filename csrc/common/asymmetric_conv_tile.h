@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 #include "activation.h"
 #include "conv_geometry.h"
@@ -117,7 +118,8 @@ struct ParallelPlan {
 
 inline int64_t align_smem(int64_t bytes) { return round_up(bytes, 128); }
 
-// Rows of a staged array that GEMM rows [0, rows) read through a kh x kw window placed at (row_off, col_off).
+// Rows of a staged array (rows `row_stride` pixels wide) that GEMM rows [0, rows) read through taps reaching
+// kh_reach rows and kw_reach columns.
 inline int64_t staged_rows(int64_t rows, int64_t row_stride, int64_t kh_reach, int64_t kw_reach) {
   return rows + (kh_reach - 1) * row_stride + (kw_reach - 1);
 }
@@ -132,7 +134,7 @@ int64_t staging_bytes(int64_t x_rows, int64_t taps_max, int64_t gemm_rows) {
   return align_smem(std::max(staged, acc));
 }
 
-// Tiles of `extent` positions that cover `size` with the fewest tiles of at most `max_tile`, evened out.
+// The tile extent that covers `size` with the fewest tiles of at most `max_tile` positions, evened out.
 inline int64_t balanced_tile(int64_t size, int64_t max_tile) { return ceil_div(size, ceil_div(size, max_tile)); }
 
 // Searches the output tiles (tile_h x tile_w, balanced over the image) for the one with the least MMA work over

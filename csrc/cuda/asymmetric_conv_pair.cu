@@ -13,13 +13,14 @@
 //      intermediate, not to x.
 //   2. conv2 from mid_s, which holds every intermediate channel: only chunks of weight2 are staged; the
 //      accumulators go through c_s (aliasing x_s/w_s) to the bias + activation epilogue, stored along channels.
-// Why it fits: the input channels (cin 768 before InceptionC's 1x1 convs, 128..192 here) stream through x_s
-// in chunks of 32 (16 on CUDA cores), so cin costs time, not space. The intermediate stays whole: 192 channels x
-// (tile + halo) pixels, e.g. 1x7 -> 7x1 at 17x17 in fp16 a 5 x 17 output tile has an 11 x 17 intermediate, 198
-// rows x 208 halves = 82 KB of mid_s next to 70 KB of staging. asymmetric_conv_tile.h's plan_pair picks the
-// tile that needs the least MMA work under 227 KB and the accumulator budget (256 GEMM rows on tensor cores,
-// 128 on CUDA cores); cmid too large for even a 1-pixel tile is refused with a message. When the image has
-// fewer tiles than the GPU has SMs, the output channels are split over blocks, each recomputing conv1.
+// Why it fits: the input channels (768 at InceptionC's input, 128..192 after its 1x1 convs, which feed the
+// pairs) stream through x_s in chunks of 32 (16 on CUDA cores), so cin costs time, not space. The intermediate
+// stays whole: all cmid channels x (tile + halo) pixels. For 1x7 -> 7x1 at 17x17, 192 -> 192 -> 192 in fp16,
+// plan_pair (asymmetric_conv_tile.h) picks 9 x 9 output tiles: a 15 x 9 intermediate, 150 rows x 208 halves =
+// 61 KB of mid_s, beside 65 KB of staging (c_s for 240 GEMM rows), 126 KB in all: the tile that needs the
+// least MMA work within 227 KB and the accumulator budget (256 GEMM rows on tensor cores, 128 on CUDA cores).
+// A cmid too large for even a 1-pixel tile is refused with a message. When the tiles fill less than half the
+// SMs, the output channels are split over blocks, each recomputing conv1.
 // Channel counts that are not multiples of the chunks are masked at staging (zeros) and in the epilogues.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>

@@ -9,8 +9,8 @@
 // over it, the other half conv_b's, each with its window offset inside the shared tile (asymmetric_conv.cuh).
 // The accumulators go through c_s (aliasing x_s/w_s) to the bias + activation epilogue, which writes conv_a's
 // channels at their place in y and conv_b's after cout_a: no concatenation pass.
-// Why it fits: cin (384 or 448 feeding InceptionE's pairs, 768+ in general) streams through x_s in chunks of
-// 32 channels (16 on CUDA cores), so it costs time, not space; at 8x8 the whole image is one tile (8 x 10
+// Why it fits: cin (384 in InceptionE, any count in general) streams through x_s in chunks of 32 channels
+// (16 on CUDA cores), so it costs time, not space; at 8x8 the whole image is one tile (8 x 10
 // GEMM rows), about 10 KB of x_s and 18 KB of weights per chunk in fp16. Channel counts that are not
 // multiples of 32 are masked at staging (zeros) and in the epilogue.
 #include <ATen/Dispatch.h>
