@@ -134,3 +134,11 @@ def test_empty_batch(layer: LayerCase, batch: int) -> None:
     args = layer.make_args(batch=0)
     out = EMULATORS[layer.op](*args)
     assert out.shape == layer.out_shape(0)
+
+
+def test_intermediate_too_large_for_shared_memory_is_refused() -> None:
+    """20000 intermediate channels do not fit one block's shared memory even for a 1-pixel tile: a ValueError
+    that says so, not a launch that fails."""
+    layer = LayerCase("tiles", PAIR, "huge-cmid", (1, 1, 5, 5), ((20000, 1, 7, 1), (1, 20000, 1, 7)))
+    with pytest.raises(ValueError, match=r"intermediate of 20000 channels .* does not fit"):
+        EMULATORS[PAIR](*layer.make_args())
