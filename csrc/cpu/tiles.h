@@ -12,6 +12,7 @@
 #include <c10/core/impl/alloc_cpu.h>
 
 #include <algorithm>
+#include <memory>
 #include <optional>
 #include <type_traits>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "../common/activation.h"
 #include "../common/conv_geometry.h"
 #include "microkernels.h"
+#include "weight_cache.h"
 
 namespace fastconv::cpu {
 
@@ -108,12 +110,23 @@ Scratch<acc_t> bias_vector(const std::optional<at::Tensor>& bias, int64_t padded
   return out;
 }
 
+// A buffer shared by the copies of a PackedConv (and by the packed-weight cache).
+template <typename T>
+class SharedScratch {
+ public:
+  explicit SharedScratch(Scratch<T>&& s) : data_(std::make_shared<Scratch<T>>(std::move(s))) {}
+  T* get() const { return data_->get(); }
+
+ private:
+  std::shared_ptr<Scratch<T>> data_;
+};
+
 // A conv weight [n, k, kh, kw] and its bias as GEMM operands. One B per tap t = i * kw + j:
 // B_t[k, n] = weight[n, k, i, j], in the panel layout of GemmArgs::b (ceil(n / nr) panels of [k][nr],
-// zero-padded to whole panels); the bias zero-padded likewise.
+// zero-padded to whole panels); the bias zero-padded likewise. Copies share the buffers.
 template <typename acc_t>
 struct PackedConv {
-  Scratch<acc_t> weight, bias;
+  SharedScratch<acc_t> weight, bias;
   int64_t n, k, kh, kw, nr;
 
   int64_t padded_n() const { return round_up(n, nr); }
@@ -121,15 +134,17 @@ struct PackedConv {
 };
 
 template <typename acc_t, typename scalar_t>
-PackedConv<acc_t> pack_conv(const at::Tensor& weight, const std::optional<at::Tensor>& bias, int64_t nr) {
+PackedConv<acc_t> pack_conv_now(const at::Tensor& weight, const std::optional<at::Tensor>& bias, int64_t nr) {
   const at::Tensor w = weight.contiguous();
   const int64_t n = w.size(0), k = w.size(1), kh = w.size(2), kw = w.size(3), taps = kh * kw;
-  PackedConv<acc_t> packed{Scratch<acc_t>(taps * round_up(n, nr) * k),
-                           bias_vector<acc_t, scalar_t>(bias, round_up(n, nr)), n, k, kh, kw, nr};
+  PackedConv<acc_t> packed{SharedScratch<acc_t>(Scratch<acc_t>(taps * round_up(n, nr) * k)),
+                           SharedScratch<acc_t>(bias_vector<acc_t, scalar_t>(bias, round_up(n, nr))), n, k, kh, kw,
+                           nr};
   const scalar_t* src = w.const_data_ptr<scalar_t>();
   const int64_t panels = ceil_div(n, nr);
-  // Weights are re-packed on every call, so this runs on all threads, one panel (all taps) per item. The
-  // transposition goes by blocks of kBlock input channels, so that both its reads and its writes stay in L1.
+  // Weights that are not pinned (weight_cache.h) are re-packed on every call, so this runs on all threads,
+  // one panel (all taps) per item. The transposition goes by blocks of kBlock input channels, so that both its
+  // reads and its writes stay in L1.
   constexpr int64_t kBlock = 16;
   at::parallel_for(0, panels, grain_for(taps * k * nr), [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
@@ -152,6 +167,18 @@ PackedConv<acc_t> pack_conv(const at::Tensor& weight, const std::optional<at::Te
     }
   });
   return packed;
+}
+
+// The packed (weight, bias): packed once while both are pinned and unchanged (weight_cache.h), else now.
+template <typename acc_t, typename scalar_t>
+PackedConv<acc_t> pack_conv(const at::Tensor& weight, const std::optional<at::Tensor>& bias, int64_t nr) {
+  // The packed form depends on the panel width and the accumulator type (the weight's dtype is its own).
+  const int64_t layout = nr * 16 + static_cast<int64_t>(sizeof(acc_t));
+  const std::shared_ptr<const void> packed = cached_packing(weight, bias, layout, [&] {
+    return std::static_pointer_cast<const void>(
+        std::make_shared<const PackedConv<acc_t>>(pack_conv_now<acc_t, scalar_t>(weight, bias, nr)));
+  });
+  return *static_cast<const PackedConv<acc_t>*>(packed.get());
 }
 
 // A band of image rows in acc_t with zero padding around it, so that convolution taps need no bounds checks.
