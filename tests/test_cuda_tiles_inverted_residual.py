@@ -16,6 +16,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from module_testing import one_thread
 from op_testing import DTYPES, FLOAT32, Tolerance, assert_within_tolerance, cast
 
 from fastconv import backends, reference
@@ -31,6 +32,14 @@ def _has_emulator() -> bool:
 pytestmark = pytest.mark.skipif(
     not _has_emulator(), reason="fastconv._C is missing or predates the fastconv_tiles::inverted_residual emulator"
 )
+
+
+@pytest.fixture(autouse=True)
+def _single_threaded():
+    """The emulator's blocks and PyTorch's CPU convs on one thread, immune to the shared machine's load
+    (module_testing.one_thread says why)."""
+    with one_thread():
+        yield
 
 
 def _case(name: str, x: tuple[int, int, int, int], hidden: int | None, cout: int, k: int = 3, **params) -> object:

@@ -15,11 +15,13 @@
 //   Wp  [cout_blk][ldd] T      project weight rows of the block's output channels, the chunk's columns
 //   Wdw [k*k][hc] Acc, b_e [hc] Acc, b_d [hc] Acc
 //   C   [p_out][ldc] Acc       the projection's accumulator: live through the chunk loop when it is kept in
-//                              shared memory (CUDA cores), else only the epilogue's staging, over X and We
+//                              shared memory (CUDA cores), else only the epilogue's staging, over the dead
+//                              arrays of the chunk loop (offset 0)
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 #include "activation.h"
 #include "conv_geometry.h"
@@ -48,10 +50,11 @@ struct InvertedResidualTile {
   int p_in, p_in_pad, p_out;  // pixels of the input tile (padded to 16 rows for the GEMM) and of the output tile
   int cin_pad, hc;            // expand K extent; hidden channels per chunk
   int cout_blk, cout_slices;  // output channels per block (a multiple of 16; the last slice may be partial)
-  int ldx, lde, ldd, ldc;               // row strides (elements) of X and We, E, D and Wp, C
+  int ldx, lde, ldd, ldc;     // row strides (elements) of X and We, E, D and Wp, C
   // Byte offsets of the shared arrays.
   int64_t off_x, off_we, off_e, off_d, off_wp, off_wdw, off_be, off_bd, off_c, smem_bytes;
   bool acc_in_smem;  // C holds the accumulator through the loop (CUDA cores) rather than registers
+  bool vec16;        // operand tiles load 16 bytes at a time (ir_vec16)
 };
 
 // The shared arrays of one block, typed.
@@ -239,14 +242,69 @@ FASTCONV_HOST_DEVICE Acc ir_input(const InvertedResidualTile& t, const IrOrigin&
   return static_cast<Acc>(x[nhwc_offset(o.n, o.ih0 + p / t.iw, o.iw0 + p % t.iw, ch, t.h, t.w, t.cin)]);
 }
 
+// 16 bytes moved as one access (16 / sizeof(T) channels), so that a warp reads whole lines of NHWC channels.
+struct alignas(16) IrBytes16 {
+  uint32_t w[4];
+};
+
+// dst[r * ld + c] = *source(r, c) for r < rows, c < cols (zero where source gives null): the shared operand
+// tiles from their global rows. VEC16 moves 16 bytes at a time: cols, ld and every non-null source run are
+// then whole aligned 16-byte runs.
+template <bool VEC16, typename T, typename Source>
+FASTCONV_HOST_DEVICE void ir_copy_rows(int tid, int nt, int rows, int cols, T* dst, int ld, const Source& source) {
+  constexpr int kVec = VEC16 ? 16 / static_cast<int>(sizeof(T)) : 1;
+  const int per_row = cols / kVec;
+  for (int i = tid; i < rows * per_row; i += nt) {
+    const int r = i / per_row, c = (i % per_row) * kVec;
+    const T* src = source(r, c);
+    if constexpr (VEC16) {
+      IrBytes16 v{};
+      if (src != nullptr) {
+#if defined(__CUDA_ARCH__)
+        v = *reinterpret_cast<const IrBytes16*>(src);
+#else
+        std::memcpy(&v, src, sizeof(v));  // the host compiler's aliasing rules
+#endif
+      }
+#if defined(__CUDA_ARCH__)
+      *reinterpret_cast<IrBytes16*>(dst + r * ld + c) = v;
+#else
+      std::memcpy(dst + r * ld + c, &v, sizeof(v));
+#endif
+    } else {
+      dst[r * ld + c] = src != nullptr ? *src : T(0);
+    }
+  }
+}
+
+template <typename T, typename Source>
+FASTCONV_HOST_DEVICE void ir_copy_rows(bool vec16, int tid, int nt, int rows, int cols, T* dst, int ld,
+                                       const Source& source) {
+  if (vec16) {
+    ir_copy_rows<true>(tid, nt, rows, cols, dst, ld, source);
+  } else {
+    ir_copy_rows<false>(tid, nt, rows, cols, dst, ld, source);
+  }
+}
+
+// Whether the operand tiles can be loaded 16 bytes at a time: tensor-core layouts (16-byte rows), cin and hidden
+// whole 16-byte runs, and the pointers of x, the expand and the project weight 16-byte aligned.
+inline bool ir_vec16(const InvertedResidualTile& t, int elem_bytes, const void* x, const void* we, const void* wp) {
+  const int vec = 16 / elem_bytes;
+  const auto aligned = [](const void* ptr) { return ptr == nullptr || reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
+  return !t.acc_in_smem && t.cin % vec == 0 && t.hidden % vec == 0 && aligned(x) && aligned(we) && aligned(wp);
+}
+
 // X = the input tile, [p_in_pad][cin_pad] of [.][ldx]. Once per block, before the chunk loop.
-template <typename T, typename Acc>
+template <typename T>
 FASTCONV_HOST_DEVICE void ir_load_input(int tid, int nt, const InvertedResidualTile& t, const IrOrigin& o,
                                         const T* x, T* xs) {
-  for (int i = tid; i < t.p_in_pad * t.cin_pad; i += nt) {
-    const int p = i / t.cin_pad, ch = i % t.cin_pad;
-    xs[p * t.ldx + ch] = static_cast<T>(ir_input<T, Acc>(t, o, x, p, ch));
-  }
+  ir_copy_rows(t.vec16, tid, nt, t.p_in_pad, t.cin_pad, xs, t.ldx, [&](int p, int ch) -> const T* {
+    if (ch >= t.cin || !ir_inside(t, o, p)) {
+      return nullptr;
+    }
+    return x + nhwc_offset(o.n, o.ih0 + p / t.iw, o.iw0 + p % t.iw, ch, t.h, t.w, t.cin);
+  });
 }
 
 // Columns the loops cover in the chunk starting at hidden channel h0: its valid ones, rounded up to 16.
@@ -262,22 +320,18 @@ FASTCONV_HOST_DEVICE void ir_load_chunk(int tid, int nt, const InvertedResidualT
                                         const IrTensors<T>& g, const IrSmem<T, Acc>& s, int h0, int cw) {
   const int taps = t.k * t.k;
   if (t.expand) {
-    for (int i = tid; i < cw * t.cin_pad; i += nt) {
-      const int j = i / t.cin_pad, ch = i % t.cin_pad;
-      const bool valid = h0 + j < t.hidden && ch < t.cin;
-      s.we[j * t.ldx + ch] = valid ? g.we[int64_t{h0 + j} * t.cin + ch] : T(0);
-    }
+    ir_copy_rows(t.vec16, tid, nt, cw, t.cin_pad, s.we, t.ldx, [&](int j, int ch) -> const T* {
+      return h0 + j < t.hidden && ch < t.cin ? g.we + int64_t{h0 + j} * t.cin + ch : nullptr;
+    });
   } else {
     for (int i = tid; i < t.p_in * cw; i += nt) {
       const int p = i / cw, j = i % cw;
       s.e[p * t.lde + j] = ir_input<T, Acc>(t, o, g.x, p, h0 + j);
     }
   }
-  for (int i = tid; i < t.cout_blk * cw; i += nt) {
-    const int nn = i / cw, j = i % cw;
-    const bool valid = o.c0 + nn < t.cout && h0 + j < t.hidden;
-    s.wp[nn * t.ldd + j] = valid ? g.wp[int64_t{o.c0 + nn} * t.hidden + h0 + j] : T(0);
-  }
+  ir_copy_rows(t.vec16, tid, nt, t.cout_blk, cw, s.wp, t.ldd, [&](int nn, int j) -> const T* {
+    return o.c0 + nn < t.cout && h0 + j < t.hidden ? g.wp + int64_t{o.c0 + nn} * t.hidden + h0 + j : nullptr;
+  });
   for (int i = tid; i < taps * cw; i += nt) {
     const int tap = i / cw, j = i % cw;
     s.wdw[tap * t.hc + j] = h0 + j < t.hidden ? static_cast<Acc>(g.wdw[int64_t{h0 + j} * taps + tap]) : Acc(0);

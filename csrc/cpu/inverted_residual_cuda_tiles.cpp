@@ -49,7 +49,7 @@ void run_block(const IrTensors<T>& g, const InvertedResidualTile& t, int64_t bx,
   const IrOrigin o = ir_tile_origin(t, bx, by, bz);
   Acc* acc = kTensorCores ? regs.data() : s.c;
   if (t.expand) {
-    for_each_thread([&](int tid) { ir_load_input<T, Acc>(tid, nt, t, o, g.x, s.x); });
+    for_each_thread([&](int tid) { ir_load_input<T>(tid, nt, t, o, g.x, s.x); });
   }
   for_each_thread([&](int tid) { ir_zero_acc(tid, nt, t, acc); });
   for (int h0 = 0; h0 < t.hidden; h0 += t.hc) {
@@ -75,8 +75,8 @@ template <typename T>
 void run_grid(const IrTensors<T>& g, const InvertedResidualTile& problem) {
   using Acc = at::opmath_type<T>;
   constexpr bool kTensorCores = std::is_same_v<T, c10::Half> || std::is_same_v<T, c10::BFloat16>;
-  const InvertedResidualTile t =
-      choose_ir_tile(problem, sizeof(T), sizeof(Acc), kTensorCores, kEmulatedMultiprocessors);
+  InvertedResidualTile t = choose_ir_tile(problem, sizeof(T), sizeof(Acc), kTensorCores, kEmulatedMultiprocessors);
+  t.vec16 = ir_vec16(t, sizeof(T), g.x, g.we, g.wp);
   TORCH_CHECK(t.smem_bytes > 0, "fastconv_tiles::", kOp, ": a tile of ", problem.cin,
               " input channels does not fit the shared memory of one block (", kIrMaxSmemBytes, " bytes)");
   const int64_t tiles = ir_tiles(t);

@@ -17,14 +17,17 @@
 // runs the same phases on the CPU to test this indexing.
 //
 // Why this shape: the accumulator is th*tw x cout fp32, at most 6 fragments (48 registers) per thread over 8
-// warps, i.e. 768 / (th*tw / 16) output channels per block: cout 320 fits a 4x8 tile whole and an 8x8 tile in
-// two slices (the expansion is then recomputed per slice). Hidden channels (up to 960) never have to fit: only
-// one chunk of E lives at a time, p_in_pad x hc fp32 (8x8: 112 x 64 x 4 B = 28 KB). The input tile is kept for
-// the whole loop (cin 160, 8x8: 112 x 168 x 2 B = 37 KB), so each chunk re-reads only weights (from L2). The
-// largest MobileNetV2 block (160 -> 960 -> 320, 7x7) takes ~130 KB of shared memory, one block per SM; masks are
-// zero-filled operands: channel counts past cin, hidden and cout load as zeros, and act(0) = 0.
+// warps, i.e. 768 / (th*tw / 16) output channels per block: cout 320 fits a 4x4 or 4x8 tile whole and an 8x8
+// tile in two slices. Where even 4x4 tiles leave multiprocessors idle (7x7 and 14x14 blocks at small batches),
+// the output channels are split further, down to slices of 32; each slice recomputes the expansion, which the
+// tensor cores have to spare there. Hidden channels (up to 960) never have to fit at once: one chunk of E lives
+// at a time, p_in_pad x hc fp32 (8x8 tile: 112 x 64 x 4 B = 28 KB). The input tile stays for the whole loop
+// (cin 160 at 4x4: 48 x 168 x 2 B = 16 KB), so each chunk reads only weights again, from L2. MobileNetV2's
+// blocks take 31-79 KB of shared memory in fp16/bf16 (at most 144 KB in fp32), the whole-cout 160 -> 960 -> 320
+// block 102 KB. Masks are zero-filled operands: channels past cin, hidden and cout load as zeros, act(0) = 0.
 //   fp32/fp64 run the same tiling with the GEMMs on CUDA cores (one output per thread, the accumulator in
-// shared memory), a correctness path rather than a fast one.
+// shared memory), a correctness path rather than a fast one. fp16/bf16 load the operand tiles (X, We, Wp)
+// 16 bytes at a time when the channel counts and pointers allow.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -112,7 +115,7 @@ __global__ void __launch_bounds__(kIrThreads)
   const int tid = threadIdx.x;
   const IrOrigin o = ir_tile_origin(t, blockIdx.x, blockIdx.y, blockIdx.z);
   if (t.expand) {
-    ir_load_input<T, Acc>(tid, kIrThreads, t, o, g.x, s.x);
+    ir_load_input<T>(tid, kIrThreads, t, o, g.x, s.x);
   }
   [[maybe_unused]] AccFrag acc[kIrAccFragsPerWarp];
   if constexpr (kTensorCores<T>) {
@@ -168,8 +171,8 @@ template <typename T>
 void launch(const IrTensors<T>& g, const InvertedResidualTile& problem) {
   using Acc = acc_t<T>;
   const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-  const InvertedResidualTile t =
-      choose_ir_tile(problem, sizeof(T), sizeof(Acc), kTensorCores<T>, static_cast<int64_t>(sms));
+  InvertedResidualTile t = choose_ir_tile(problem, sizeof(T), sizeof(Acc), kTensorCores<T>, static_cast<int64_t>(sms));
+  t.vec16 = ir_vec16(t, sizeof(T), g.x, g.we, g.wp);
   TORCH_CHECK(t.smem_bytes > 0, "fastconv_C::", kOp, ": a tile of ", problem.cin, " input channels does not fit ",
               "the shared memory of one block (", kIrMaxSmemBytes, " bytes) in ", c10::CppTypeToScalarType<T>::value,
               "; use the 'cpu' or 'reference' backend for this shape");
