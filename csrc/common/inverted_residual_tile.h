@@ -343,20 +343,43 @@ FASTCONV_HOST_DEVICE void ir_load_chunk(int tid, int nt, const InvertedResidualT
   }
 }
 
+// c[m][n] (+)= sum_k a[m][k] * b[n][k] for m < rows (a multiple of 4), n < cols (a multiple of 2): the GEMMs in
+// scalar form. Each thread owns 4 x 2 outputs, rows m0..m0+3 and columns n, n + cols/2: six shared loads per
+// eight multiply-adds; a warp broadcasts the a rows and reads b rows of odd stride, in distinct banks.
+template <bool ACCUMULATE, typename T, typename Acc>
+FASTCONV_HOST_DEVICE void ir_gemm_scalar(int tid, int nt, int rows, int cols, int depth, const T* a, int lda,
+                                         const T* b, int ldb, Acc* c, int ldc) {
+  constexpr int kRows = 4, kCols = 2;
+  const int col_groups = cols / kCols;
+  for (int i = tid; i < rows / kRows * col_groups; i += nt) {
+    const int m0 = i / col_groups * kRows, n0 = i % col_groups;
+    Acc sum[kRows][kCols] = {};
+    for (int k = 0; k < depth; ++k) {
+      Acc bv[kCols];
+      for (int j = 0; j < kCols; ++j) {
+        bv[j] = static_cast<Acc>(b[(n0 + j * col_groups) * ldb + k]);
+      }
+      for (int r = 0; r < kRows; ++r) {
+        const Acc av = static_cast<Acc>(a[(m0 + r) * lda + k]);
+        for (int j = 0; j < kCols; ++j) {
+          sum[r][j] += av * bv[j];
+        }
+      }
+    }
+    for (int r = 0; r < kRows; ++r) {
+      for (int j = 0; j < kCols; ++j) {
+        Acc& out = c[(m0 + r) * ldc + n0 + j * col_groups];
+        out = ACCUMULATE ? out + sum[r][j] : sum[r][j];
+      }
+    }
+  }
+}
+
 // The expand GEMM in scalar form: E[p][j] = sum_ch X[p][ch] * We[j][ch], p < p_in_pad, j < cw.
 template <typename T, typename Acc>
 FASTCONV_HOST_DEVICE void ir_expand_scalar(int tid, int nt, const InvertedResidualTile& t, const IrSmem<T, Acc>& s,
                                            int cw) {
-  for (int i = tid; i < t.p_in_pad * cw; i += nt) {
-    const int p = i / cw, j = i % cw;
-    const T* xr = s.x + p * t.ldx;
-    const T* wr = s.we + j * t.ldx;
-    Acc acc(0);
-    for (int ch = 0; ch < t.cin_pad; ++ch) {
-      acc += static_cast<Acc>(xr[ch]) * static_cast<Acc>(wr[ch]);
-    }
-    s.e[p * t.lde + j] = acc;
-  }
+  ir_gemm_scalar<false>(tid, nt, t.p_in_pad, cw, t.cin_pad, s.x, t.ldx, s.we, t.ldx, s.e, t.lde);
 }
 
 // E = act(E + b_e) inside the image, 0 outside: the depthwise pads the expanded tensor with zeros.
@@ -401,16 +424,7 @@ FASTCONV_HOST_DEVICE void ir_zero_acc(int tid, int nt, const InvertedResidualTil
 template <typename T, typename Acc>
 FASTCONV_HOST_DEVICE void ir_project_scalar(int tid, int nt, const InvertedResidualTile& t, const IrSmem<T, Acc>& s,
                                             int cw, Acc* acc) {
-  for (int i = tid; i < t.p_out * t.cout_blk; i += nt) {
-    const int q = i / t.cout_blk, nn = i % t.cout_blk;
-    const T* dr = s.d + q * t.ldd;
-    const T* wr = s.wp + nn * t.ldd;
-    Acc sum(0);
-    for (int j = 0; j < cw; ++j) {
-      sum += static_cast<Acc>(dr[j]) * static_cast<Acc>(wr[j]);
-    }
-    acc[q * t.ldc + nn] += sum;
-  }
+  ir_gemm_scalar<true>(tid, nt, t.p_out, t.cout_blk, cw, s.d, t.ldd, s.wp, t.ldd, acc, t.ldc);
 }
 
 // y = C + b_p (+ x) for the block's output pixels inside the image and its channels below cout.

@@ -25,8 +25,8 @@
 // (cin 160 at 4x4: 48 x 168 x 2 B = 16 KB), so each chunk reads only weights again, from L2. MobileNetV2's
 // blocks take 31-79 KB of shared memory in fp16/bf16 (at most 144 KB in fp32), the whole-cout 160 -> 960 -> 320
 // block 102 KB. Masks are zero-filled operands: channels past cin, hidden and cout load as zeros, act(0) = 0.
-//   fp32/fp64 run the same tiling with the GEMMs on CUDA cores (one output per thread, the accumulator in
-// shared memory), a correctness path rather than a fast one. fp16/bf16 load the operand tiles (X, We, Wp)
+//   fp32/fp64 run the same tiling with the GEMMs on CUDA cores (4 x 2 outputs per thread, the accumulator in
+// shared memory): no tensor cores at fp32 accuracy (TF32 would miss the 1e-4 rule), so a correctness path. fp16/bf16 load the operand tiles (X, We, Wp)
 // 16 bytes at a time when the channel counts and pointers allow.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
