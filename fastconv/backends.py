@@ -115,8 +115,19 @@ def extension_error() -> str | None:
     return _load_extension()[1]
 
 
+# Kernels found registered: the dispatcher query costs about as much as a small kernel, and fastconv._C never
+# unregisters its kernels.
+_found_kernels: set[tuple[str, str]] = set()
+
+
 def has_kernel(op: str, dispatch_key: str) -> bool:
-    return torch._C._dispatch_has_kernel_for_dispatch_key(f"fastconv_C::{op}", dispatch_key)
+    """Whether ``fastconv_C::<op>`` has a kernel for ``dispatch_key`` ("CPU", "CUDA")."""
+    if (op, dispatch_key) in _found_kernels:
+        return True
+    found = torch._C._dispatch_has_kernel_for_dispatch_key(f"fastconv_C::{op}", dispatch_key)
+    if found:
+        _found_kernels.add((op, dispatch_key))
+    return found
 
 
 def _triton_interpret() -> bool:
