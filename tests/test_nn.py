@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 from module_testing import CHANNELS_LAST, check_eval, check_train_step, fp64_output, module_backends, randomize_
-from op_testing import DTYPES, TOLERANCES, assert_within_tolerance, relayout
+from op_testing import DTYPES, FLOAT32, TOLERANCES, assert_within_tolerance, relayout
 from torch import Tensor, nn
 from torchvision.models import inception, mobilenetv2
 from torchvision.ops import misc
@@ -226,12 +226,13 @@ def fold_count(monkeypatch) -> Callable[[], int]:
     return lambda: len(calls)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", [pytest.param(BY_ID[i], id=i) for i in ("ir-t6-residual", "inception-e")])
-def test_cache_follows_updates(case, fold_count):
+def test_cache_follows_updates(case, backend, fold_count):
     ours, reference = case.build()
     x = case.x()
-    check_eval(ours, reference, x, "reference")
-    check_eval(ours, reference, x, "reference")
+    check_eval(ours, reference, x, backend)
+    check_eval(ours, reference, x, backend)
     assert fold_count() == 1, "a second call reuses the folded weights"
 
     def both(update: Callable[[nn.Module], None]) -> None:
@@ -244,21 +245,21 @@ def test_cache_follows_updates(case, fold_count):
     bn_name = next(n for n, m in ours.named_modules() if isinstance(m, nn.BatchNorm2d))
     # An in-place change of a parameter, then of a running statistic (as an optimizer or training would).
     both(lambda m: m.get_submodule(conv_name).weight.mul_(-1.5))
-    check_eval(ours, reference, x, "reference")
+    check_eval(ours, reference, x, backend)
     both(lambda m: m.get_submodule(bn_name).running_var.mul_(3))
-    check_eval(ours, reference, x, "reference")
+    check_eval(ours, reference, x, backend)
     assert fold_count() == 3
     # load_state_dict copies into the same tensors.
     reference.load_state_dict(randomize_(copy.deepcopy(reference), seed=7).state_dict())
     ours.load_state_dict(reference.state_dict())
-    check_eval(ours, reference, x, "reference")
+    check_eval(ours, reference, x, backend)
     # A parameter replaced by a new tensor.
     both(lambda m: setattr(m.get_submodule(conv_name), "weight", nn.Parameter(-m.get_submodule(conv_name).weight)))
-    check_eval(ours, reference, x, "reference")
+    check_eval(ours, reference, x, backend)
     # A change through .data bypasses version counters: .eval() refreshes.
     both(lambda m: m.get_submodule(conv_name).weight.data.mul_(0.5))
     ours.eval()
-    check_eval(ours, reference, x, "reference")
+    check_eval(ours, reference, x, backend)
     assert fold_count() == 6
 
 
@@ -345,3 +346,98 @@ def test_cache_built_in_inference_mode_serves_input_gradients():
         model(x).sin().sum().backward()
         grads.append(x.grad)
     assert_within_tolerance(grads[0], grads[1].double(), TOLERANCES[0], lambda: grads[0])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The eval path's direct calls of the cpu backend's kernel ops, and its pinned (packed-once) weights.
+
+
+CPU_BACKEND = next(p for p in BACKENDS if p.values == ("cpu",))
+
+
+@pytest.fixture
+def public_op_calls(monkeypatch) -> Callable[[], list[str]]:
+    """The public fastconv ops that modules have called since the fixture was set up."""
+    calls = []
+    for name in fastconv.ops.OPS:
+        op = getattr(fastconv.ops, name)
+        monkeypatch.setattr(fastconv.ops, name, lambda *args, _op=op, _name=name: calls.append(_name) or _op(*args))
+    return lambda: list(calls)
+
+
+@pytest.mark.parametrize("backend", [CPU_BACKEND])
+@pytest.mark.parametrize("case", FUSED)
+def test_direct_kernels_match_public_ops(case, backend, public_op_calls, monkeypatch):
+    ours, _ = case.build()
+    x = case.x()
+    with torch.no_grad(), fastconv.use_backend(backend):
+        direct = ours(x)
+        assert public_op_calls() == [], "without autograd the kernel ops run directly"
+        monkeypatch.setattr(_fused, "_direct", lambda *args: False)
+        public = ours(x)
+    # The same kernels on the same (pinned or not) weights.
+    assert torch.equal(direct, public)
+
+
+@pytest.mark.parametrize("backend", [CPU_BACKEND])
+def test_direct_kernels_not_used_for_autograd_or_other_backends(backend, public_op_calls):
+    case = BY_ID["inception-c"]
+    ours, _ = case.build()
+    x = case.x()
+    with fastconv.use_backend(backend):
+        ours(x).sum().backward()  # gradients for the weights: the fold and the ops record autograd
+        calls = len(public_op_calls())
+        assert calls > 0
+        ours.requires_grad_(False)
+        ours(x.requires_grad_()).sum().backward()  # a frozen model, gradients for the input
+        assert len(public_op_calls()) > calls
+        calls = len(public_op_calls())
+    with torch.no_grad(), fastconv.use_backend("reference"):
+        ours(x)
+    assert len(public_op_calls()) > calls, "a backend other than cpu runs through the public ops"
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch was built without oneDNN")
+@pytest.mark.parametrize("backend", [CPU_BACKEND])
+def test_other_convs_keep_their_weight_in_onednn_layout(backend, monkeypatch):
+    # Convs no fastconv op covers (3x3 stride 2 here) run as oneDNN convolutions with the activation fused, on
+    # a weight reordered once; the public path runs F.conv2d on the same folded weight.
+    ours, reference = BY_ID["basic-3x3-s2"].build()
+    x = BY_ID["basic-3x3-s2"].x()
+    direct = check_eval(ours, reference, x, backend)
+    assert list(ours._cache.convs[0].onednn_weights) == [tuple(x.shape)]
+    monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise", None)
+    with torch.no_grad(), fastconv.use_backend("reference"):
+        assert torch.equal(ours(x), direct), "the reference backend runs F.conv2d"
+
+
+@pytest.mark.parametrize("backend", [CPU_BACKEND])
+def test_pinned_weights_follow_in_place_changes(backend):
+    # The modules pin their folded weights, which the kernels then pack once; a pinned weight whose version
+    # counter moved is packed again, and only pinned weights are packed once.
+    torch.manual_seed(0)
+    x = torch.randn(2, 24, 5, 5)
+    weight, bias, other = torch.randn(40, 24, 1, 1), torch.randn(40), torch.randn(40, 24, 1, 1)
+
+    def check(w: Tensor, b: Tensor | None) -> None:
+        out = fastconv.pointwise_conv2d(x, w, b, "relu")
+        expected = fastconv.reference.pointwise_conv2d(x.double(), w.double(), None if b is None else b.double(),
+                                                       "relu")
+        assert_within_tolerance(out, expected, FLOAT32, None)
+
+    with torch.no_grad(), fastconv.use_backend(backend):
+        torch.ops.fastconv_C.pin_weights([weight, bias])
+        for _ in range(2):
+            check(weight, bias)
+            weight.mul_(-2)
+            bias.add_(1)
+        check(weight, bias)
+        # Pinning again drops the packed copy: the way to refresh after a change through .data (which
+        # bypasses the version counter), as a module's .eval() does.
+        weight.data.mul_(3)
+        torch.ops.fastconv_C.pin_weights([weight, bias])
+        check(weight, bias)
+        # A weight that is not pinned is packed on every call: even a change through .data shows.
+        check(other, None)
+        other.data.mul_(-1)
+        check(other, None)

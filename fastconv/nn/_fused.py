@@ -13,6 +13,12 @@ steps and ``load_state_dict`` included) and data pointer, plus the compute dtype
 ``.half()`` and ``.train()``/``.eval()`` drop the cache; so does pickling. An in-place change through
 ``tensor.data`` bypasses the version counter: call ``.eval()`` again after one.
 
+On CPU the cached folded weights are pinned (``fastconv_C::pin_weights``), so that the C++ kernels pack each
+one into their GEMM layout once instead of on every call. A forward that needs none of what the public ops add
+to the kernels (autograd, tracing by torch.compile / torch.export, tensor subclasses or dispatch modes, a
+backend other than cpu) calls the kernel ops ``torch.ops.fastconv_C.<op>`` directly, which saves the public
+op's Python argument checks and dispatch on every call; the kernels check their arguments themselves.
+
 The plan is cached too, and read again when a BatchNorm of the module changes mode or when a module,
 parameter or buffer is assigned anywhere (torch's global registration hooks count such edits). Edits that
 register nothing (deleting a layer, changing a conv's stride in place) need a call to ``.eval()``.
@@ -20,6 +26,7 @@ register nothing (deleting a layer, changing a conv's stride in place) need a ca
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -33,7 +40,7 @@ from torch.nn.modules.module import (
     register_module_parameter_registration_hook,
 )
 
-from fastconv import ops, reference
+from fastconv import backends, ops, reference
 from fastconv.fold import FOLDABLE_NORMS, fold_conv_bn, is_foldable
 
 CHANNELS_LAST = torch.channels_last
@@ -98,13 +105,50 @@ def orientation(conv: nn.Conv2d) -> str | None:
     return "1xn" if kh == 1 else "nx1"
 
 
+class OpRunner:
+    """Runs fastconv's ops for one forward: through the public ops, or straight on the cpu backend's kernels.
+
+    ``direct`` says that the forward needs nothing the public ops add to the kernel ops (autograd, tracing,
+    argument normalisation for other backends); each op then runs as ``torch.ops.fastconv_C.<op>`` when the
+    backend in force resolves to "cpu" for it, else as the public op. Arguments are the public ops' positional
+    ones, stride, padding and dilation as pairs.
+    """
+
+    __slots__ = ("_device", "_direct", "_kernels")
+
+    def __init__(self, direct: bool = False, device: torch.device | None = None) -> None:
+        self._direct = direct
+        self._device = device
+        self._kernels: dict[str, Any] = {}  # op -> the callable that runs it, resolved on first use
+
+    def __call__(self, op: str, *args: Any) -> Tensor:
+        return self._kernel(op)(*args)
+
+    def uses_cpu_kernels(self) -> bool:
+        """Whether this forward calls the cpu backend's kernels directly."""
+        return isinstance(self._kernel("pointwise_conv2d"), torch._ops.OpOverload)
+
+    def _kernel(self, op: str) -> Any:
+        kernel = self._kernels.get(op)
+        if kernel is None:
+            direct = self._direct and backends.resolve(op, self._device) == "cpu"
+            kernel = self._kernels[op] = getattr(torch.ops.fastconv_C, op).default if direct else getattr(ops, op)
+        return kernel
+
+
+PUBLIC_OPS = OpRunner()
+
+
 @dataclass(frozen=True)
 class FoldedConv:
     """A conv with BatchNorm folded in and its activation, run on the fastest exact fastconv op.
 
     1x1 convs run as ``pointwise_conv2d``, depthwise ones as ``depthwise_conv2d``, the rest as ``F.conv2d``
     on channels_last input. ``splits`` holds the output channels of each conv of a group that was stacked
-    into this one.
+    into this one. ``onednn_weights`` (cached float32 CPU folds of F.conv2d convs) holds the weight in oneDNN's
+    own layout per input shape: where the forward calls the cpu backend's kernels directly, the conv then runs
+    as one oneDNN convolution with the activation fused, without reordering the weight on every call as
+    F.conv2d does. The layout is chosen for an input shape (one chosen without it can be many times slower).
     """
 
     weight: Tensor  # [Cout, Cin / groups, kh, kw]
@@ -117,6 +161,7 @@ class FoldedConv:
     splits: tuple[int, ...]
     pointwise: bool
     depthwise: bool
+    onednn_weights: dict[tuple[int, ...], Tensor] | None = None  # input shape -> weight in oneDNN's layout
 
     @classmethod
     def of(cls, group: Sequence[Stage], weight: Tensor, bias: Tensor | None) -> FoldedConv:
@@ -124,29 +169,45 @@ class FoldedConv:
         return cls(weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups, group[0].activation,
                    tuple(s.conv.out_channels for s in group), is_pointwise(conv), is_depthwise(conv))
 
-    def __call__(self, x: Tensor) -> Tensor:  # [N, Cin, H, W] -> [N, Cout, Ho, Wo], channels_last
+    def __call__(self, x: Tensor, run: OpRunner = PUBLIC_OPS) -> Tensor:  # [N, Cin, H, W] -> [N, Cout, Ho, Wo]
         if self.pointwise:
-            return ops.pointwise_conv2d(x, self.weight, self.bias, self.activation)
+            return run("pointwise_conv2d", x, self.weight, self.bias, self.activation, None)
         if self.depthwise:
-            return ops.depthwise_conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                                        self.activation)
-        y = F.conv2d(x.contiguous(memory_format=CHANNELS_LAST), self.weight, self.bias, self.stride,
-                     self.padding, self.dilation, self.groups)
+            return run("depthwise_conv2d", x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                       self.activation)
+        x = x.contiguous(memory_format=CHANNELS_LAST)
+        if self.onednn_weights is not None and run.uses_cpu_kernels():
+            activation, scalars = _ONEDNN_ACTIVATIONS[self.activation]
+            return torch.ops.mkldnn._convolution_pointwise(x, self._onednn_weight(x), self.bias, self.padding,
+                                                           self.stride, self.dilation, self.groups, activation,
+                                                           scalars, "")
+        y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         return reference.activate(y, self.activation)
 
-    def split(self, x: Tensor) -> tuple[Tensor, ...]:
+    def _onednn_weight(self, x: Tensor) -> Tensor:
+        shape = tuple(x.shape)
+        weight = self.onednn_weights.get(shape)
+        if weight is None:
+            if len(self.onednn_weights) >= _ONEDNN_SHAPES:
+                self.onednn_weights.pop(next(iter(self.onednn_weights)), None)
+            weight = self.onednn_weights[shape] = torch.ops.mkldnn._reorder_convolution_weight(
+                self.weight.contiguous(memory_format=CHANNELS_LAST), self.padding, self.stride, self.dilation,
+                self.groups, list(shape))
+        return weight
+
+    def split(self, x: Tensor, run: OpRunner = PUBLIC_OPS) -> tuple[Tensor, ...]:
         """Runs the stacked convs as one and returns each conv's output (channel slices, no copies)."""
-        return self(x).split(self.splits, dim=1)
+        return self(x, run).split(self.splits, dim=1)
 
 
-def asymmetric_pair(x: Tensor, first: FoldedConv, second: FoldedConv) -> Tensor:
+def asymmetric_pair(x: Tensor, first: FoldedConv, second: FoldedConv, run: OpRunner = PUBLIC_OPS) -> Tensor:
     """first -> second (1xn -> nx1 or nx1 -> 1xn) in one ``asymmetric_conv_pair``."""
-    return ops.asymmetric_conv_pair(x, first.weight, first.bias, second.weight, second.bias, first.activation)
+    return run("asymmetric_conv_pair", x, first.weight, first.bias, second.weight, second.bias, first.activation)
 
 
-def asymmetric_parallel(x: Tensor, a: FoldedConv, b: FoldedConv) -> Tensor:
+def asymmetric_parallel(x: Tensor, a: FoldedConv, b: FoldedConv, run: OpRunner = PUBLIC_OPS) -> Tensor:
     """cat(a(x), b(x)) on channels in one ``asymmetric_conv_parallel``."""
-    return ops.asymmetric_conv_parallel(x, a.weight, a.bias, b.weight, b.bias, a.activation)
+    return run("asymmetric_conv_parallel", x, a.weight, a.bias, b.weight, b.bias, a.activation)
 
 
 def _stage_tensors(s: Stage) -> Iterator[Tensor]:
@@ -165,9 +226,11 @@ def _fingerprint(t: Tensor) -> tuple[int, int, int]:
 
 
 def _fold_group(group: Sequence[Stage], dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
+    # Unnormalised convs get copies too: cached folds are pinned, and a module's own parameter may change
+    # through `.data`, which pinning must not see.
     folded = [
         fold_conv_bn(s.conv.weight, s.conv.bias, s.bn, dtype) if s.bn is not None
-        else (s.conv.weight.to(dtype), None if s.conv.bias is None else s.conv.bias.to(dtype))
+        else (s.conv.weight.to(dtype, copy=True), None if s.conv.bias is None else s.conv.bias.to(dtype, copy=True))
         for s in group
     ]
     if len(folded) == 1:
@@ -182,12 +245,48 @@ def _folded_convs(plan: Plan, dtype: torch.dtype) -> list[FoldedConv]:
     return [FoldedConv.of(group, *_fold_group(group, dtype)) for group in plan]
 
 
+# Input shapes a conv keeps oneDNN weights for (batch sizes, image sizes); the oldest is dropped for a new one.
+_ONEDNN_SHAPES = 4
+
+# oneDNN's fused post-op (name and scalars) for each activation.
+_ONEDNN_ACTIVATIONS: dict[str, tuple[str, list[float]]] = {
+    "none": ("none", []), "relu": ("relu", []), "relu6": ("hardtanh", [0.0, 6.0]),
+}
+
+
+def _onednn_ready(c: FoldedConv) -> bool:
+    return (not (c.pointwise or c.depthwise) and c.weight.device.type == "cpu" and c.weight.dtype == torch.float32
+            and not isinstance(c.padding, str) and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
+
+
+def _prepare_cpu(convs: list[FoldedConv]) -> list[FoldedConv]:
+    """Cached folds made ready for the CPU kernels, so that no call repacks a weight.
+
+    Pins the weights of the C++ kernels (packed once, not per call) when ``fastconv._C`` is built, and gives
+    the F.conv2d convs a cache of their weights in oneDNN's layout.
+    """
+    tensors = [t for c in convs for t in (c.weight, c.bias) if t is not None and t.device.type == "cpu"]
+    if tensors and backends.extension() is not None and hasattr(torch.ops.fastconv_C, "pin_weights"):
+        torch.ops.fastconv_C.pin_weights(tensors)
+    return [dataclasses.replace(c, onednn_weights={}) if _onednn_ready(c) else c for c in convs]
+
+
 def _autocast_dtype(x: Tensor) -> torch.dtype | None:
     """The dtype autocast gives convs on x's device, or None when autocast is off there."""
     device = x.device.type
     if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
         return torch.get_autocast_dtype(device)
     return None
+
+
+def _direct(x: Tensor, convs: Sequence[FoldedConv]) -> bool:
+    """Whether a forward on x with these folded convs may call the kernel ops directly (see ``OpRunner``)."""
+    # Folds that record autograd require grad; so does an input whose gradient is wanted. Tensor subclasses
+    # (FakeTensor, ...) and dispatch modes must see the public ops, which have fake kernels and autograd.
+    return (x.device.type == "cpu" and type(x) is Tensor and not torch.compiler.is_compiling()
+            and not (torch.is_grad_enabled() and (x.requires_grad or any(c.weight.requires_grad for c in convs)))
+            and torch._C._len_torch_dispatch_stack() == 0)
 
 
 # Bumped whenever a module, parameter or buffer is assigned to any module (torch's global registration
@@ -241,7 +340,7 @@ class FusedModule(nn.Module):
     def _plan(self) -> Plan | None:
         raise NotImplementedError
 
-    def _forward_folded(self, x: Tensor, convs: Sequence[FoldedConv]) -> Tensor:
+    def _forward_folded(self, x: Tensor, convs: Sequence[FoldedConv], run: OpRunner) -> Tensor:
         raise NotImplementedError
 
     def _first_conv(self) -> nn.Conv2d:
@@ -258,7 +357,8 @@ class FusedModule(nn.Module):
         if convs is None:
             return super().forward(x)
         # Branches that read x directly (pooling) then keep channels_last too.
-        return self._forward_folded(x.to(dtype=dtype, memory_format=CHANNELS_LAST), convs)
+        x = x.to(dtype=dtype, memory_format=CHANNELS_LAST)
+        return self._forward_folded(x, convs, OpRunner(_direct(x, convs), x.device))
 
     def _folded(self, dtype: torch.dtype) -> list[FoldedConv] | None:
         """The plan's convs with BatchNorm folded in, or None when the torchvision forward must run."""
@@ -280,7 +380,7 @@ class FusedModule(nn.Module):
         if cache.key != key:
             # Plain tensors even under inference_mode: a later call may record autograd (on a frozen model).
             with torch.inference_mode(False), torch.no_grad():
-                cache.convs = _folded_convs(cache.plan, dtype)
+                cache.convs = _prepare_cpu(_folded_convs(cache.plan, dtype))
             cache.key = key
         return cache.convs
 

@@ -22,6 +22,7 @@ from torchvision.models import inception
 from fastconv.nn._fused import (
     FoldedConv,
     FusedModule,
+    OpRunner,
     Plan,
     Stage,
     asymmetric_pair,
@@ -54,8 +55,8 @@ class BasicConv2d(FusedModule, inception.BasicConv2d):
         s = _basic_stage(self)
         return None if s is None else ((s,),)
 
-    def _forward_folded(self, x: Tensor, convs: Sequence[FoldedConv]) -> Tensor:
-        return convs[0](x)
+    def _forward_folded(self, x: Tensor, convs: Sequence[FoldedConv], run: OpRunner) -> Tensor:
+        return convs[0](x, run)
 
 
 class _InceptionBlock(FusedModule):
@@ -90,13 +91,13 @@ class InceptionA(_InceptionBlock, inception.InceptionA):
     GROUPS = (("branch1x1", "branch5x5_1", "branch3x3dbl_1"), ("branch5x5_2",), ("branch3x3dbl_2",),
               ("branch3x3dbl_3",), ("branch_pool",))
 
-    def _forward_folded(self, x: Tensor, convs: Sequence[FoldedConv]) -> Tensor:
+    def _forward_folded(self, x: Tensor, convs: Sequence[FoldedConv], run: OpRunner) -> Tensor:
         heads, conv5x5_2, conv3x3dbl_2, conv3x3dbl_3, conv_pool = convs
         # N x 64 x H x W, N x 48 x H x W, N x 64 x H x W
-        branch1x1, branch5x5, branch3x3dbl = heads.split(x)
-        branch5x5 = conv5x5_2(branch5x5)  # N x 64 x H x W
-        branch3x3dbl = conv3x3dbl_3(conv3x3dbl_2(branch3x3dbl))  # N x 96 x H x W
-        branch_pool = conv_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1))  # N x pool_features x H x W
+        branch1x1, branch5x5, branch3x3dbl = heads.split(x, run)
+        branch5x5 = conv5x5_2(branch5x5, run)  # N x 64 x H x W
+        branch3x3dbl = conv3x3dbl_3(conv3x3dbl_2(branch3x3dbl, run), run)  # N x 96 x H x W
+        branch_pool = conv_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1), run)  # N x pool_f x H x W
         return torch.cat([branch1x1, branch5x5, branch3x3dbl, branch_pool], 1)
 
 
@@ -105,10 +106,10 @@ class InceptionB(_InceptionBlock, inception.InceptionB):
 
     GROUPS = (("branch3x3",), ("branch3x3dbl_1",), ("branch3x3dbl_2",), ("branch3x3dbl_3",))
 
-    def _forward_folded(self, x: Tensor, convs: Sequence[FoldedConv]) -> Tensor:
+    def _forward_folded(self, x: Tensor, convs: Sequence[FoldedConv], run: OpRunner) -> Tensor:
         conv3x3, conv3x3dbl_1, conv3x3dbl_2, conv3x3dbl_3 = convs
-        branch3x3 = conv3x3(x)  # N x 384 x Ho x Wo
-        branch3x3dbl = conv3x3dbl_3(conv3x3dbl_2(conv3x3dbl_1(x)))  # N x 96 x Ho x Wo
+        branch3x3 = conv3x3(x, run)  # N x 384 x Ho x Wo
+        branch3x3dbl = conv3x3dbl_3(conv3x3dbl_2(conv3x3dbl_1(x, run), run), run)  # N x 96 x Ho x Wo
         branch_pool = F.max_pool2d(x, kernel_size=3, stride=2)  # N x Cin x Ho x Wo
         return torch.cat([branch3x3, branch3x3dbl, branch_pool], 1)
 
@@ -122,13 +123,13 @@ class InceptionC(_InceptionBlock, inception.InceptionC):
     PAIRS = (("branch7x7_2", "branch7x7_3"), ("branch7x7dbl_2", "branch7x7dbl_3"),
              ("branch7x7dbl_4", "branch7x7dbl_5"))
 
-    def _forward_folded(self, x: Tensor, convs: Sequence[FoldedConv]) -> Tensor:
+    def _forward_folded(self, x: Tensor, convs: Sequence[FoldedConv], run: OpRunner) -> Tensor:
         heads, conv7x7_2, conv7x7_3, dbl_2, dbl_3, dbl_4, dbl_5, conv_pool = convs
         # N x 192 x H x W, N x c7 x H x W, N x c7 x H x W
-        branch1x1, branch7x7, branch7x7dbl = heads.split(x)
-        branch7x7 = asymmetric_pair(branch7x7, conv7x7_2, conv7x7_3)  # N x 192 x H x W
-        branch7x7dbl = asymmetric_pair(asymmetric_pair(branch7x7dbl, dbl_2, dbl_3), dbl_4, dbl_5)  # N x 192 x H x W
-        branch_pool = conv_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1))  # N x 192 x H x W
+        branch1x1, branch7x7, branch7x7dbl = heads.split(x, run)
+        branch7x7 = asymmetric_pair(branch7x7, conv7x7_2, conv7x7_3, run)  # N x 192 x H x W
+        branch7x7dbl = asymmetric_pair(asymmetric_pair(branch7x7dbl, dbl_2, dbl_3, run), dbl_4, dbl_5, run)
+        branch_pool = conv_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1), run)  # N x 192 x H x W
         return torch.cat([branch1x1, branch7x7, branch7x7dbl, branch_pool], 1)
 
 
@@ -139,11 +140,12 @@ class InceptionD(_InceptionBlock, inception.InceptionD):
               ("branch7x7x3_4",))
     PAIRS = (("branch7x7x3_2", "branch7x7x3_3"),)
 
-    def _forward_folded(self, x: Tensor, convs: Sequence[FoldedConv]) -> Tensor:
+    def _forward_folded(self, x: Tensor, convs: Sequence[FoldedConv], run: OpRunner) -> Tensor:
         heads, conv3x3_2, conv7x7x3_2, conv7x7x3_3, conv7x7x3_4 = convs
-        branch3x3, branch7x7x3 = heads.split(x)  # N x 192 x H x W each
-        branch3x3 = conv3x3_2(branch3x3)  # N x 320 x Ho x Wo
-        branch7x7x3 = conv7x7x3_4(asymmetric_pair(branch7x7x3, conv7x7x3_2, conv7x7x3_3))  # N x 192 x Ho x Wo
+        branch3x3, branch7x7x3 = heads.split(x, run)  # N x 192 x H x W each
+        branch3x3 = conv3x3_2(branch3x3, run)  # N x 320 x Ho x Wo
+        branch7x7x3 = asymmetric_pair(branch7x7x3, conv7x7x3_2, conv7x7x3_3, run)  # N x 192 x H x W
+        branch7x7x3 = conv7x7x3_4(branch7x7x3, run)  # N x 192 x Ho x Wo
         branch_pool = F.max_pool2d(x, kernel_size=3, stride=2)  # N x Cin x Ho x Wo
         return torch.cat([branch3x3, branch7x7x3, branch_pool], 1)
 
@@ -155,13 +157,13 @@ class InceptionE(_InceptionBlock, inception.InceptionE):
               ("branch3x3dbl_2",), ("branch3x3dbl_3a",), ("branch3x3dbl_3b",), ("branch_pool",))
     PARALLEL = (("branch3x3_2a", "branch3x3_2b"), ("branch3x3dbl_3a", "branch3x3dbl_3b"))
 
-    def _forward_folded(self, x: Tensor, convs: Sequence[FoldedConv]) -> Tensor:
+    def _forward_folded(self, x: Tensor, convs: Sequence[FoldedConv], run: OpRunner) -> Tensor:
         heads, conv3x3_2a, conv3x3_2b, dbl_2, dbl_3a, dbl_3b, conv_pool = convs
         # N x 320 x H x W, N x 384 x H x W, N x 448 x H x W
-        branch1x1, branch3x3, branch3x3dbl = heads.split(x)
-        branch3x3 = asymmetric_parallel(branch3x3, conv3x3_2a, conv3x3_2b)  # N x 768 x H x W
-        branch3x3dbl = asymmetric_parallel(dbl_2(branch3x3dbl), dbl_3a, dbl_3b)  # N x 768 x H x W
-        branch_pool = conv_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1))  # N x 192 x H x W
+        branch1x1, branch3x3, branch3x3dbl = heads.split(x, run)
+        branch3x3 = asymmetric_parallel(branch3x3, conv3x3_2a, conv3x3_2b, run)  # N x 768 x H x W
+        branch3x3dbl = asymmetric_parallel(dbl_2(branch3x3dbl, run), dbl_3a, dbl_3b, run)  # N x 768 x H x W
+        branch_pool = conv_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1), run)  # N x 192 x H x W
         return torch.cat([branch1x1, branch3x3, branch3x3dbl, branch_pool], 1)
 
 
@@ -170,9 +172,9 @@ class InceptionAux(_InceptionBlock, inception.InceptionAux):
 
     GROUPS = (("conv0",), ("conv1",))
 
-    def _forward_folded(self, x: Tensor, convs: Sequence[FoldedConv]) -> Tensor:
+    def _forward_folded(self, x: Tensor, convs: Sequence[FoldedConv], run: OpRunner) -> Tensor:
         conv0, conv1 = convs
         x = F.avg_pool2d(x, kernel_size=5, stride=3)  # N x 768 x 5 x 5
-        x = conv1(conv0(x))  # N x 768 x 1 x 1
+        x = conv1(conv0(x, run), run)  # N x 768 x 1 x 1
         x = F.adaptive_avg_pool2d(x, (1, 1))  # N x 768 x 1 x 1
         return self.fc(torch.flatten(x, 1))  # N x num_classes

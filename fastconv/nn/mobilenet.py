@@ -8,8 +8,16 @@ from torch import Tensor, nn
 from torchvision.models import mobilenetv2
 from torchvision.ops import misc
 
-from fastconv import ops
-from fastconv.nn._fused import FoldedConv, FusedModule, Plan, is_depthwise, is_pointwise, sequence_stage, stage
+from fastconv.nn._fused import (
+    FoldedConv,
+    FusedModule,
+    OpRunner,
+    Plan,
+    is_depthwise,
+    is_pointwise,
+    sequence_stage,
+    stage,
+)
 
 __all__ = ["Conv2dNormActivation", "InvertedResidual"]
 
@@ -31,8 +39,8 @@ class Conv2dNormActivation(FusedModule, misc.Conv2dNormActivation):
         s = sequence_stage(list(self))
         return None if s is None else ((s,),)
 
-    def _forward_folded(self, x: Tensor, convs: Sequence[FoldedConv]) -> Tensor:
-        return convs[0](x)
+    def _forward_folded(self, x: Tensor, convs: Sequence[FoldedConv], run: OpRunner) -> Tensor:
+        return convs[0](x, run)
 
 
 class InvertedResidual(FusedModule, mobilenetv2.InvertedResidual):
@@ -66,10 +74,8 @@ class InvertedResidual(FusedModule, mobilenetv2.InvertedResidual):
             return None
         return tuple((s,) for s in (*expand, dw, project))
 
-    def _forward_folded(self, x: Tensor, convs: Sequence[FoldedConv]) -> Tensor:
+    def _forward_folded(self, x: Tensor, convs: Sequence[FoldedConv], run: OpRunner) -> Tensor:
         *expand, dw, project = convs
         expand_weight, expand_bias = (expand[0].weight, expand[0].bias) if expand else (None, None)
-        return ops.inverted_residual(
-            x, expand_weight, expand_bias, dw.weight, dw.bias, project.weight, project.bias, dw.stride[0],
-            self.use_res_connect, dw.activation,
-        )
+        return run("inverted_residual", x, expand_weight, expand_bias, dw.weight, dw.bias, project.weight,
+                   project.bias, dw.stride[0], self.use_res_connect, dw.activation)

@@ -13,8 +13,16 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 from torchvision.ops import misc
 
-from fastconv import ops
-from fastconv.nn._fused import FoldedConv, FusedModule, Plan, is_depthwise, is_pointwise, sequence_stage, stage
+from fastconv.nn._fused import (
+    FoldedConv,
+    FusedModule,
+    OpRunner,
+    Plan,
+    is_depthwise,
+    is_pointwise,
+    sequence_stage,
+    stage,
+)
 
 __all__ = ["SSDLitePredictionBlock", "is_prediction_block"]
 
@@ -59,9 +67,9 @@ class SSDLitePredictionBlock(FusedModule, nn.Sequential):
             return None
         return ((dw,), (project,))
 
-    def _forward_folded(self, x: Tensor, convs: Sequence[FoldedConv]) -> Tensor:
+    def _forward_folded(self, x: Tensor, convs: Sequence[FoldedConv], run: OpRunner) -> Tensor:
         dw, project = convs
         if _fits_inverted_residual(dw):
-            return ops.inverted_residual(x, None, None, dw.weight, dw.bias, project.weight, project.bias,
-                                         dw.stride[0], False, dw.activation)
-        return project(dw(x))  # [N, C, Ho, Wo] -> [N, Cout, Ho, Wo]
+            return run("inverted_residual", x, None, None, dw.weight, dw.bias, project.weight, project.bias,
+                       dw.stride[0], False, dw.activation)
+        return project(dw(x, run), run)  # [N, C, Ho, Wo] -> [N, Cout, Ho, Wo]
