@@ -23,11 +23,12 @@
 // tensor cores have to spare there. Hidden channels (up to 960) never have to fit at once: one chunk of E lives
 // at a time, p_in_pad x hc fp32 (8x8 tile: 112 x 64 x 4 B = 28 KB). The input tile stays for the whole loop
 // (cin 160 at 4x4: 48 x 168 x 2 B = 16 KB), so each chunk reads only weights again, from L2. MobileNetV2's
-// blocks take 31-125 KB of shared memory in fp16/bf16 and 45-202 KB in fp32 (batch 1 to 256; the 160 -> 960 -> 320
-// block with its whole cout: 102 KB in fp16). Masks are zero-filled operands: channels past cin, hidden and cout load as zeros, act(0) = 0.
+// blocks take 31-125 KB of shared memory in fp16/bf16 and 45-202 KB in fp32 (batch 1 to 256; the
+// 160 -> 960 -> 320 block with its whole cout: 102 KB in fp16). Masks are zero-filled operands: channels past
+// cin, hidden and cout load as zeros, and act(0) = 0. fp16/bf16 load the operand tiles (X, We, Wp) 16 bytes at a
+// time when the channel counts and pointers allow.
 //   fp32/fp64 run the same tiling with the GEMMs on CUDA cores (4 x 2 outputs per thread, the accumulator in
-// shared memory): no tensor cores at fp32 accuracy (TF32 would miss the 1e-4 rule), so a correctness path. fp16/bf16 load the operand tiles (X, We, Wp)
-// 16 bytes at a time when the channel counts and pointers allow.
+// shared memory): no tensor cores at fp32 accuracy (TF32 would miss the 1e-4 rule), so a correctness path.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/cuda/CUDAContext.h>
