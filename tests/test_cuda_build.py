@@ -21,8 +21,8 @@ from fastconv import backends
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The kernel ops with a CUDA kernel in csrc/cuda.
-CUDA_OPS = ("depthwise_conv2d", "pointwise_conv2d")
+# The kernel ops with a CUDA kernel in csrc/cuda: all of them.
+CUDA_OPS = backends.OPS
 # Shared memory of one block on sm_90 (H100/H200): 227 KB.
 MAX_SMEM_BYTES = 227 * 1024
 
