@@ -18,8 +18,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "../common/inverted_residual_tile.h"
-#include "../common/op_args.h"
+#include "../common/inverted_residual_call.h"
 #include "../common/schemas.h"
 
 namespace fastconv::cpu {
@@ -96,30 +95,10 @@ at::Tensor inverted_residual_cuda_tiles(const at::Tensor& x_in, const std::optio
                                         const std::optional<at::Tensor>& dw_bias, const at::Tensor& project_weight,
                                         const std::optional<at::Tensor>& project_bias, int64_t stride, bool residual,
                                         c10::string_view activation) {
-  const InvertedResidualGeometry geo = check_inverted_residual_args(
-      kOp, c10::DeviceType::CPU, x_in, expand_weight, expand_bias, dw_weight, dw_bias, project_weight,
-      project_bias, stride, residual, std::string_view(activation.data(), activation.size()));
-  InvertedResidualTile problem;
-  TORCH_CHECK_VALUE(ir_problem(geo, problem), "fastconv_tiles::", kOp, ": sizes must fit in 32 bits; got x ",
-                    x_in.sizes(), " with ", geo.hidden, " hidden channels");
-  const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);
-  at::Tensor y = empty_channels_last(x, {geo.n, geo.cout, geo.ho, geo.wo});
-  if (y.numel() == 0) {
-    return y;
-  }
-  const auto dense = [](const std::optional<at::Tensor>& t) {
-    return t.has_value() && t->defined() ? t->contiguous() : at::Tensor();
-  };
-  const at::Tensor we = geo.expand ? expand_weight->contiguous() : at::Tensor();
-  const at::Tensor be = dense(expand_bias), bd = dense(dw_bias), bp = dense(project_bias);
-  const at::Tensor wdw = dw_weight.contiguous(), wp = project_weight.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fastconv_tiles::inverted_residual", [&] {
-    const auto ptr = [](const at::Tensor& t) { return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr; };
-    const IrTensors<scalar_t> g{ptr(x),  ptr(we), ptr(be), ptr(wdw),
-                                ptr(bd), ptr(wp), ptr(bp), y.mutable_data_ptr<scalar_t>()};
-    run_grid<scalar_t>(g, problem);
-  });
-  return y;
+  return call_inverted_residual(kOp, c10::DeviceType::CPU, x_in, expand_weight, expand_bias, dw_weight, dw_bias,
+                                project_weight, project_bias, stride, residual,
+                                std::string_view(activation.data(), activation.size()),
+                                [](const auto& g, const InvertedResidualTile& problem) { run_grid(g, problem); });
 }
 
 // The schema of fastconv_C::inverted_residual (common/schemas.h).
