@@ -253,15 +253,17 @@ inline void depthwise_vectors(const DepthwiseArgs<T>& d, const T* in, int64_t ch
   }
 }
 
+// Output pixels [.., ..) x channels [ch_begin, channels) one pixel at a time: register tiles of
+// kDepthwiseVectors vectors, then single vectors, then scalars.
 template <typename T>
-void depthwise(const DepthwiseArgs<T>& d) {
+void depthwise_pixels(const DepthwiseArgs<T>& d, int64_t ch_begin) {
   constexpr int64_t L = kLanes<T>;
   constexpr int64_t block = kDepthwiseVectors * L;
   for (int64_t r = 0; r < d.rows; ++r) {
     for (int64_t q = 0; q < d.cols; ++q) {
       const T* in = d.in + r * d.in_row_step + q * d.in_col_step;
       T* out = d.out + (r * d.cols + q) * d.out_ld;
-      int64_t ch = 0;
+      int64_t ch = ch_begin;
       for (; ch + block <= d.channels; ch += block) {
         depthwise_vectors<T, kDepthwiseVectors>(d, in, ch, out);
       }
@@ -277,6 +279,74 @@ void depthwise(const DepthwiseArgs<T>& d) {
       }
     }
   }
+}
+
+// Output pixels along a row swept at once by depthwise_resident.
+constexpr int kDepthwiseSweep = 4;
+
+// Channels [0, channels_vec) (whole vectors) with NTAPS taps, one channel vector at a time: its NTAPS weight
+// vectors stay in registers while the rows' pixels are swept kDepthwiseSweep at a time, so that each
+// multiply-add loads one input vector (depthwise_pixels loads a weight vector beside each).
+template <typename T, int NTAPS>
+void depthwise_resident(const DepthwiseArgs<T>& d, int64_t channels_vec) {
+  constexpr int64_t L = kLanes<T>;
+  constexpr int Q = kDepthwiseSweep;
+  int64_t taps[NTAPS];
+  for (int t = 0; t < NTAPS; ++t) {
+    taps[t] = d.taps[t];
+  }
+  for (int64_t ch = 0; ch < channels_vec; ch += L) {
+    Vec<T> w[NTAPS];
+#pragma GCC unroll 32
+    for (int t = 0; t < NTAPS; ++t) {
+      w[t] = load(d.weight + t * d.channels + ch);
+    }
+    for (int64_t r = 0; r < d.rows; ++r) {
+      const T* in = d.in + r * d.in_row_step + ch;
+      T* out = d.out + r * d.cols * d.out_ld + ch;
+      int64_t q = 0;
+      for (; q + Q <= d.cols; q += Q) {
+        Vec<T> acc[Q];
+#pragma GCC unroll 8
+        for (int j = 0; j < Q; ++j) {
+          acc[j] = Vec<T>{};
+        }
+#pragma GCC unroll 32
+        for (int t = 0; t < NTAPS; ++t) {
+#pragma GCC unroll 8
+          for (int j = 0; j < Q; ++j) {
+            acc[j] += load(in + (q + j) * d.in_col_step + taps[t]) * w[t];
+          }
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < Q; ++j) {
+          store(out + (q + j) * d.out_ld, apply_activation(acc[j] + load(d.bias + ch), d.act));
+        }
+      }
+      for (; q < d.cols; ++q) {
+        Vec<T> acc = Vec<T>{};
+#pragma GCC unroll 32
+        for (int t = 0; t < NTAPS; ++t) {
+          acc += load(in + q * d.in_col_step + taps[t]) * w[t];
+        }
+        store(out + q * d.out_ld, apply_activation(acc + load(d.bias + ch), d.act));
+      }
+    }
+  }
+}
+
+template <typename T>
+void depthwise(const DepthwiseArgs<T>& d) {
+  constexpr int64_t L = kLanes<T>;
+  const int64_t channels_vec = d.channels - d.channels % L;
+  if (d.ntaps == 9 && channels_vec > 0) {  // 3x3, every depthwise conv of MobileNetV2
+    depthwise_resident<T, 9>(d, channels_vec);
+    if (channels_vec < d.channels) {
+      depthwise_pixels(d, channels_vec);
+    }
+    return;
+  }
+  depthwise_pixels(d, 0);
 }
 
 #define FASTCONV_STRINGIFY_(x) #x
