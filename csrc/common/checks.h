@@ -78,6 +78,18 @@ inline at::Tensor empty_channels_last(const at::Tensor& x, at::IntArrayRef shape
   return at::empty(shape, x.options().memory_format(at::MemoryFormat::ChannelsLast));
 }
 
+// An optional tensor argument made contiguous in `format`, or an undefined tensor when it was not given.
+inline at::Tensor contiguous_or_undefined(const std::optional<at::Tensor>& t,
+                                          at::MemoryFormat format = at::MemoryFormat::Contiguous) {
+  return t.has_value() && t->defined() ? t->contiguous(format) : at::Tensor();
+}
+
+// The data of t as T*, or null for an undefined tensor (an optional argument not given).
+template <typename T>
+const T* data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<T>() : nullptr;
+}
+
 inline Activation parse_activation(const char* op, std::string_view activation) {
   if (activation == "none") {
     return Activation::None;

@@ -35,14 +35,12 @@ at::Tensor call_inverted_residual(const char* op, c10::DeviceType device, const 
   if (y.numel() == 0) {
     return y;
   }
-  const auto dense = [](const std::optional<at::Tensor>& t) {
-    return t.has_value() && t->defined() ? t->contiguous() : at::Tensor();
-  };
-  const at::Tensor we = geo.expand ? expand_weight->contiguous() : at::Tensor();
-  const at::Tensor be = dense(expand_bias), bd = dense(dw_bias), bp = dense(project_bias);
+  const at::Tensor we = contiguous_or_undefined(expand_weight);
+  const at::Tensor be = contiguous_or_undefined(expand_bias), bd = contiguous_or_undefined(dw_bias),
+                   bp = contiguous_or_undefined(project_bias);
   const at::Tensor wdw = dw_weight.contiguous(), wp = project_weight.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fastconv_C::inverted_residual", [&] {
-    const auto ptr = [](const at::Tensor& t) { return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr; };
+    const auto ptr = data_or_null<scalar_t>;
     const IrTensors<scalar_t> g{ptr(x),  ptr(we), ptr(be), ptr(wdw),
                                 ptr(bd), ptr(wp), ptr(bp), y.mutable_data_ptr<scalar_t>()};
     run(g, problem);

@@ -121,15 +121,6 @@ bool vector_loads(const at::Tensor& x, int64_t cin) {
   return kVec > 1 && cin % kVec == 0 && reinterpret_cast<uintptr_t>(x.const_data_ptr()) % 16 == 0;
 }
 
-template <typename T>
-const T* data_or_null(const at::Tensor& t) {
-  return t.defined() ? t.const_data_ptr<T>() : nullptr;
-}
-
-at::Tensor contiguous_or_undefined(const std::optional<at::Tensor>& t) {
-  return t.has_value() && t->defined() ? t->contiguous() : at::Tensor();
-}
-
 // asymmetric_conv_pair_kernel, block by block.
 template <typename T>
 void emulate_pair(const at::Tensor& x_t, const at::Tensor& w1_t, const at::Tensor& b1_t, const at::Tensor& w2_t,

@@ -24,6 +24,7 @@
 // Channel counts that are not multiples of the chunks are masked at staging (zeros) and in the epilogues.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -113,10 +114,9 @@ at::Tensor asymmetric_conv_pair_cuda(const at::Tensor& x_in, const at::Tensor& w
     return y;
   }
   const at::Tensor weight1 = weight1_in.contiguous(), weight2 = weight2_in.contiguous();
-  const at::Tensor bias1 = bias1_in.has_value() && bias1_in->defined() ? bias1_in->contiguous() : at::Tensor();
-  const at::Tensor bias2 = bias2_in.has_value() && bias2_in->defined() ? bias2_in->contiguous() : at::Tensor();
-  int sm_count = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, x.get_device()));
+  const at::Tensor bias1 = contiguous_or_undefined(bias1_in), bias2 = contiguous_or_undefined(bias2_in);
+  // torch caches the device's properties: no driver query per call.
+  const int sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fastconv_C::asymmetric_conv_pair", [&] {
     using TT = asym::TileTraits<scalar_t>;
     const asym::PairPlan p = asym::plan_pair<scalar_t>(kOp, g, sm_count);
@@ -127,8 +127,7 @@ at::Tensor asymmetric_conv_pair_cuda(const at::Tensor& x_in, const at::Tensor& w
     allow_smem(kernel, p.smem_bytes);
     kernel<<<grid, TT::kThreads, p.smem_bytes, at::cuda::getCurrentCUDAStream()>>>(
         x.const_data_ptr<scalar_t>(), weight1.const_data_ptr<scalar_t>(),
-        bias1.defined() ? bias1.const_data_ptr<scalar_t>() : nullptr, weight2.const_data_ptr<scalar_t>(),
-        bias2.defined() ? bias2.const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>(), p, vec);
+        data_or_null<scalar_t>(bias1), weight2.const_data_ptr<scalar_t>(), data_or_null<scalar_t>(bias2), y.mutable_data_ptr<scalar_t>(), p, vec);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return y;

@@ -80,8 +80,7 @@ at::Tensor asymmetric_conv_parallel_cuda(const at::Tensor& x_in, const at::Tenso
     return y;
   }
   const at::Tensor weight_a = weight_a_in.contiguous(), weight_b = weight_b_in.contiguous();
-  const at::Tensor bias_a = bias_a_in.has_value() && bias_a_in->defined() ? bias_a_in->contiguous() : at::Tensor();
-  const at::Tensor bias_b = bias_b_in.has_value() && bias_b_in->defined() ? bias_b_in->contiguous() : at::Tensor();
+  const at::Tensor bias_a = contiguous_or_undefined(bias_a_in), bias_b = contiguous_or_undefined(bias_b_in);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "fastconv_C::asymmetric_conv_parallel", [&] {
         using TT = asym::TileTraits<scalar_t>;
@@ -93,8 +92,7 @@ at::Tensor asymmetric_conv_parallel_cuda(const at::Tensor& x_in, const at::Tenso
         allow_smem(kernel, p.smem_bytes);
         kernel<<<grid, TT::kThreads, p.smem_bytes, at::cuda::getCurrentCUDAStream()>>>(
             x.const_data_ptr<scalar_t>(), weight_a.const_data_ptr<scalar_t>(),
-            bias_a.defined() ? bias_a.const_data_ptr<scalar_t>() : nullptr, weight_b.const_data_ptr<scalar_t>(),
-            bias_b.defined() ? bias_b.const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>(), p, vec);
+            data_or_null<scalar_t>(bias_a), weight_b.const_data_ptr<scalar_t>(), data_or_null<scalar_t>(bias_b), y.mutable_data_ptr<scalar_t>(), p, vec);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
   return y;

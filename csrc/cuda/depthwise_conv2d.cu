@@ -173,7 +173,7 @@ at::Tensor depthwise_conv2d_cuda(const at::Tensor& x_in, const at::Tensor& weigh
     return y;
   }
   const at::Tensor weight = weight_in.contiguous();
-  const at::Tensor bias = bias_in.has_value() && bias_in->defined() ? bias_in->contiguous() : at::Tensor();
+  const at::Tensor bias = contiguous_or_undefined(bias_in);
   DepthwiseParams p{};
   p.n = g.n, p.channels = g.channels, p.h = g.h, p.w = g.w, p.ho = g.ho, p.wo = g.wo;
   p.kh = checked_int(g.kh, "kh"), p.kw = checked_int(g.kw, "kw");
@@ -186,7 +186,7 @@ at::Tensor depthwise_conv2d_cuda(const at::Tensor& x_in, const at::Tensor& weigh
   p.act = g.act;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fastconv_C::depthwise_conv2d", [&] {
     constexpr int kVec = kVec16<scalar_t>;
-    const scalar_t* bp = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* bp = data_or_null<scalar_t>(bias);
     if (vector_aligned({x.const_data_ptr(), y.const_data_ptr()}, g.channels, kVec, 16)) {
       launch<scalar_t, kVec>(x, weight, bp, y, p);
     } else {

@@ -236,14 +236,11 @@ at::Tensor pointwise_conv2d_cuda(const at::Tensor& x_in, const at::Tensor& weigh
     return y;
   }
   const at::Tensor weight = weight_in.contiguous();
-  const at::Tensor bias = bias_in.has_value() && bias_in->defined() ? bias_in->contiguous() : at::Tensor();
-  const at::Tensor residual = residual_in.has_value() && residual_in->defined()
-                                  ? residual_in->contiguous(at::MemoryFormat::ChannelsLast)
-                                  : at::Tensor();
+  const at::Tensor bias = contiguous_or_undefined(bias_in);
+  const at::Tensor residual = contiguous_or_undefined(residual_in, at::MemoryFormat::ChannelsLast);
   const GemmParams p{g.n * g.h * g.w, g.cout, g.cin, g.act};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fastconv_C::pointwise_conv2d", [&] {
-    launch<scalar_t>(x, weight, bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr,
-                     residual.defined() ? residual.const_data_ptr<scalar_t>() : nullptr, y, p);
+    launch<scalar_t>(x, weight, data_or_null<scalar_t>(bias), data_or_null<scalar_t>(residual), y, p);
   });
   return y;
 }
