@@ -215,6 +215,21 @@ def _relative(paths: Sequence[Path]) -> list[str]:
     return [os.path.relpath(p, ROOT) for p in paths]
 
 
+def openmp_flags(torch_has_openmp: bool, platform: str) -> tuple[list[str], list[str]]:
+    """(compile flags, link flags) that make the CPU kernels' ``at::parallel_for`` run on torch's threads.
+
+    ``at::parallel_for`` is a header template: with torch's OpenMP backend it is an ``omp parallel`` region
+    compiled into the extension, which runs on one thread unless the extension itself is built with OpenMP.
+    Linux (GCC, Clang) and Windows (MSVC, clang-cl) get it; macOS's Apple Clang has no ``-fopenmp`` and its builds stay
+    single-threaded, as do builds against a torch without OpenMP (its native thread pool needs no flag).
+    """
+    if not torch_has_openmp or platform == "darwin":
+        return [], []
+    if platform == "win32":
+        return ["/openmp"], []
+    return ["-fopenmp"], ["-fopenmp"]
+
+
 def extensions(environ: MutableMapping[str, str]) -> list:
     """The extension fastconv._C, with the CUDA kernels or without, as FASTCONV_BUILD_CUDA decides.
 
@@ -228,10 +243,12 @@ def extensions(environ: MutableMapping[str, str]) -> list:
     cuda_home, note = find_cuda_home(environ) if mode != "0" else (None, "")
     build_cuda, reason = decide_cuda_build(mode, sources, torch.version.cuda, cuda_home, note)
     print(f"fastconv: {'building' if build_cuda else 'not building'} the CUDA kernels: {reason}", flush=True)
+    omp_compile, omp_link = openmp_flags(torch.backends.openmp.is_available(), sys.platform)
     kwargs = {
         "name": "fastconv._C",
         "include_dirs": [str(CSRC)],
-        "extra_compile_args": {"cxx": CXX_FLAGS},
+        "extra_compile_args": {"cxx": CXX_FLAGS + omp_compile},
+        "extra_link_args": omp_link,
         "py_limited_api": True,
     }
     if not build_cuda:

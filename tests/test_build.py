@@ -42,6 +42,22 @@ def test_extension_imports():
     assert backends.extension() is not None, backends.extension_error()
 
 
+@pytest.mark.skipif(not torch.backends.openmp.is_available() or sys.platform == "darwin",
+                    reason="the kernels are built with OpenMP only where torch uses it and the compiler has it "
+                           "(setup.py: openmp_flags)")
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_cpu_kernels_run_on_torch_threads(threads):
+    """at::parallel_for in the kernels is an OpenMP region compiled into the extension: built without OpenMP it
+    runs every kernel on one thread whatever torch.set_num_threads says."""
+    importlib.import_module("fastconv._C")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert torch.ops.fastconv_C.cpu_kernel_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("op", backends.OPS)
 def test_cpu_kernel_registered(op):
     importlib.import_module("fastconv._C")
@@ -268,6 +284,16 @@ def test_no_cuda_toolkit(tmp_path):
 
 # ----------------------------------------------------------------------------------------------------------
 # setup.py: the architecture list and the header directories of torch's nvidia wheels.
+
+
+@pytest.mark.parametrize(("has_openmp", "platform", "expected"), [
+    (True, "linux", (["-fopenmp"], ["-fopenmp"])),
+    (True, "win32", (["/openmp"], [])),
+    (True, "darwin", ([], [])),
+    (False, "linux", ([], [])),
+])
+def test_openmp_flags(has_openmp, platform, expected):
+    assert setup_py.openmp_flags(has_openmp, platform) == expected
 
 
 @pytest.mark.parametrize(("value", "expected"), [(None, "9.0"), ("", "9.0"), ("8.0;9.0a", "8.0;9.0a")])

@@ -270,6 +270,7 @@ void gemm(const MicroKernels<T>& mk, const GemmArgs<T>& g) {
       part.n = std::min(g.n, p1 * mk.nr) - p0 * mk.nr;
       part.b = g.b + p0 * mk.nr * g.k;
       part.c = g.c + p0 * mk.nr;
+      part.bias = g.bias != nullptr ? g.bias + p0 * mk.nr : nullptr;
       run(part);
     });
   } else {
