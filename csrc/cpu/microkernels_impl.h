@@ -156,15 +156,29 @@ void gemm_tile_rows(int64_t mr, int64_t kc, const T* const* a, const T* b, T* co
   }
 }
 
-// Rows [m0, m0 + rows) x columns [k0, k0 + kc) of A -> ceil(rows / kMr) panels of [kc][kMr]; rows past the end
-// are not read.
+// Element offsets of rows [m0, m0 + rows) of A and of C (row_offset), worked out once per block of rows
+// rather than once per register tile and panel (row_offset divides).
+struct RowOffsets {
+  int64_t a[kMc], c[kMc];
+};
+
 template <typename T>
-void pack_a(const GemmArgs<T>& g, int64_t m0, int64_t rows, int64_t k0, int64_t kc, T* packed) {
+void row_offsets(const GemmArgs<T>& g, int64_t m0, int64_t rows, RowOffsets& off) {
+  for (int64_t i = 0; i < rows; ++i) {
+    off.a[i] = row_offset(g, m0 + i, g.lda, g.a_group_step);
+    off.c[i] = row_offset(g, m0 + i, g.ldc, g.c_group_step);
+  }
+}
+
+// Rows [0, rows) of a block (offsets `off`) x columns [k0, k0 + kc) of A -> ceil(rows / kMr) panels of
+// [kc][kMr]; rows past the end are not read.
+template <typename T>
+void pack_a(const GemmArgs<T>& g, const RowOffsets& off, int64_t rows, int64_t k0, int64_t kc, T* packed) {
   for (int64_t i0 = 0; i0 < rows; i0 += kMr) {
     const int64_t mr = min64(kMr, rows - i0);
     T* panel = packed + i0 * kc;
     for (int64_t i = 0; i < mr; ++i) {
-      const T* row = g.a + row_offset(g, m0 + i0 + i, g.lda, g.a_group_step) + k0;
+      const T* row = g.a + off.a[i0 + i] + k0;
       for (int64_t k = 0; k < kc; ++k) {
         panel[k * kMr + i] = row[k];
       }
@@ -172,18 +186,18 @@ void pack_a(const GemmArgs<T>& g, int64_t m0, int64_t rows, int64_t k0, int64_t 
   }
 }
 
-// One k block [k0, k0 + kc) of rows [m0, m0 + rows) of panel p: register tiles of kMr rows, then the remainder.
-// A is read from `packed` (pack_a) or, when that is null, in place.
+// One k block [k0, k0 + kc) of the rows of a block (offsets `off`) for panel p: register tiles of kMr rows,
+// then the remainder. A is read from `packed` (pack_a) or, when that is null, in place.
 template <typename T>
-void gemm_rows(const GemmArgs<T>& g, int64_t m0, int64_t rows, int64_t k0, int64_t kc, const T* packed,
-               const T* b, int64_t p, const TileStore<T>& out) {
+void gemm_rows(const GemmArgs<T>& g, const RowOffsets& off, int64_t rows, int64_t k0, int64_t kc,
+               const T* packed, const T* b, int64_t p, const TileStore<T>& out) {
   const T* a[kMr];
   T* c[kMr];
   for (int64_t i = 0; i < rows; i += kMr) {
     const int64_t mr = min64(kMr, rows - i);
     for (int64_t u = 0; u < mr; ++u) {
-      a[u] = packed ? packed + i * kc + u : g.a + row_offset(g, m0 + i + u, g.lda, g.a_group_step) + k0;
-      c[u] = g.c + row_offset(g, m0 + i + u, g.ldc, g.c_group_step) + p * kNr<T>;
+      a[u] = packed ? packed + i * kc + u : g.a + off.a[i + u] + k0;
+      c[u] = g.c + off.c[i + u] + p * kNr<T>;
     }
     if (packed) {
       gemm_tile_rows<T, kMr>(mr, kc, a, b, c, out);
@@ -218,12 +232,14 @@ void gemm(const GemmArgs<T>& g) {
     const bool last = k0 + kc == g.k;
     for (int64_t m0 = 0; m0 < g.m; m0 += kMc) {
       const int64_t mc = min64(kMc, g.m - m0);
+      RowOffsets off;
+      row_offsets(g, m0, mc, off);
       if (pack) {
-        pack_a(g, m0, mc, k0, kc, packed_a);
+        pack_a(g, off, mc, k0, kc, packed_a);
       }
       for (int64_t p = 0; p < panels; ++p) {
         const TileStore<T> out{accumulate, last && g.bias != nullptr ? g.bias + p * NR : nullptr, g.act};
-        gemm_rows(g, m0, mc, k0, kc, pack ? packed_a : nullptr, g.b + (p * g.k + k0) * NR, p, out);
+        gemm_rows(g, off, mc, k0, kc, pack ? packed_a : nullptr, g.b + (p * g.k + k0) * NR, p, out);
       }
     }
   }
@@ -295,13 +311,15 @@ void depthwise_resident(const DepthwiseArgs<T>& d, int64_t channels_vec) {
   for (int t = 0; t < NTAPS; ++t) {
     taps[t] = d.taps[t];
   }
-  for (int64_t ch = 0; ch < channels_vec; ch += L) {
-    Vec<T> w[NTAPS];
+  // Rows outermost: the input rows one output row reads stay in L1 while the channel vectors sweep them, so
+  // that the cache lines the first vector of a pair brings in serve the second.
+  for (int64_t r = 0; r < d.rows; ++r) {
+    for (int64_t ch = 0; ch < channels_vec; ch += L) {
+      Vec<T> w[NTAPS];
 #pragma GCC unroll 32
-    for (int t = 0; t < NTAPS; ++t) {
-      w[t] = load(d.weight + t * d.channels + ch);
-    }
-    for (int64_t r = 0; r < d.rows; ++r) {
+      for (int t = 0; t < NTAPS; ++t) {
+        w[t] = load(d.weight + t * d.channels + ch);
+      }
       const T* in = d.in + r * d.in_row_step + ch;
       T* out = d.out + r * d.cols * d.out_ld + ch;
       int64_t q = 0;
