@@ -48,7 +48,7 @@ void inverted_residual_kernel(const at::Tensor& x, const std::optional<at::Tenso
   const auto in_rows = [&](int64_t rows) { return (rows - 1) * stride + k; };
   const int64_t bytes_per_row =
       (stride * wp * (cin + (expand ? lde : 0)) + wo * (hidden + ldp)) * static_cast<int64_t>(sizeof(acc_t));
-  const int64_t band = choose_band(ho, bytes_per_row);
+  const int64_t band = balance_band(n, ho, choose_band(ho, bytes_per_row), 3);
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   scalar_t* yp = y.mutable_data_ptr<scalar_t>();
 

@@ -383,6 +383,26 @@ inline int64_t choose_band(int64_t out_rows, int64_t bytes_per_row, int64_t budg
   return ceil_div(out_rows, ceil_div(out_rows, max_rows));
 }
 
+// The band (at most `band` rows, from choose_band) that spreads `images` images evenly over the threads when
+// each band recomputes a halo: bands are split further until every thread gets a whole number of them, so
+// that no thread waits on another with one band more, at the cost of a halo per extra band. Few bands per
+// thread only: with many, the imbalance is small and the halos are not worth it. Rows are never split below
+// `min_rows` per band (the caller's floor for a band worth its halo).
+inline int64_t balance_band(int64_t images, int64_t out_rows, int64_t band, int64_t min_rows) {
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  const int64_t bands = ceil_div(out_rows, band);
+  const int64_t tasks = images * bands;
+  if (tasks < threads || tasks >= 4 * threads || tasks % threads == 0) {
+    return band;
+  }
+  for (int64_t b = bands + 1; b <= out_rows / std::max<int64_t>(1, min_rows); ++b) {
+    if ((images * b) % threads == 0) {
+      return ceil_div(out_rows, b);
+    }
+  }
+  return band;
+}
+
 // Runs task(scratch, i) for i in [0, tasks), each thread building its scratch once with make_scratch().
 // When the tasks spread evenly over the threads (>= 80% busy), each task runs on one thread. Otherwise (few
 // tasks: batch 1, a small image) they run one after the other on the calling thread and the work inside
