@@ -17,6 +17,14 @@ def _version(module: str) -> str | None:
         return None
 
 
+def _cpu_kernel_threads(ext: object) -> int | None:
+    """Threads one parallel region of the CPU kernels runs on (torch.get_num_threads() when the extension was
+    built with OpenMP, 1 when not), or None without the extension or with one that cannot tell."""
+    if ext is None or not hasattr(torch.ops.fastconv_C, "cpu_kernel_threads"):
+        return None
+    return int(torch.ops.fastconv_C.cpu_kernel_threads())
+
+
 def info() -> dict[str, Any]:
     """Versions, devices and backend availability, as a plain dict (``python -m fastconv info`` prints it).
 
@@ -49,6 +57,7 @@ def info() -> dict[str, Any]:
             "loaded": ext is not None,
             "error": backends.extension_error(),
             "cpu kernels": ext is not None and all(backends.has_kernel(op, "CPU") for op in backends.OPS),
+            "cpu kernel threads": _cpu_kernel_threads(ext),
             "cuda kernels": cuda_kernels,
         },
         "backend": backends.get_backend(),
@@ -66,6 +75,11 @@ def format_info(data: dict[str, Any]) -> str:
     if ext["loaded"]:
         lines.append(f"  CPU kernels: {'yes' if ext['cpu kernels'] else 'no'}; "
                      f"CUDA kernels: {'yes' if ext['cuda kernels'] else 'no (built without CUDA kernels)'}")
+        threads = ext["cpu kernel threads"]
+        if threads is not None:
+            note = "" if threads == torch.get_num_threads() else (
+                f" of torch's {torch.get_num_threads()} (the extension was built without OpenMP: see setup.py)")
+            lines.append(f"  CPU kernel threads: {threads}{note}")
     else:
         lines.append(f"  missing: {ext['error']}")
     lines += ["", f"backend in force: {data['backend']}"]

@@ -58,6 +58,16 @@ def test_cpu_kernels_run_on_torch_threads(threads):
         torch.set_num_threads(before)
 
 
+@pytest.mark.skipif(not torch.backends.openmp.is_available() or sys.platform == "darwin",
+                    reason="the kernels are built with OpenMP only where torch uses it and the compiler has it")
+def test_info_reports_cpu_kernel_threads():
+    from fastconv.info import format_info, info
+
+    data = info()
+    assert data["extension"]["cpu kernel threads"] == torch.get_num_threads()
+    assert f"CPU kernel threads: {torch.get_num_threads()}\n" in format_info(data) + "\n"
+
+
 @pytest.mark.parametrize("op", backends.OPS)
 def test_cpu_kernel_registered(op):
     importlib.import_module("fastconv._C")
