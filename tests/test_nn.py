@@ -411,6 +411,23 @@ def test_other_convs_keep_their_weight_in_onednn_layout(backend, monkeypatch):
         assert torch.equal(ours(x), direct), "the reference backend runs F.conv2d"
 
 
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch was built without oneDNN")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("backend", [CPU_BACKEND])
+def test_other_convs_in_half_types(backend, dtype):
+    # Where oneDNN only emulates a half type, the conv runs as a float32 oneDNN convolution of the input converted
+    # up, its output rounded once; where it runs the type natively, F.conv2d does.
+    ours, reference = (m.to(dtype) for m in BY_ID["basic-3x3-s2"].build())
+    x = BY_ID["basic-3x3-s2"].x().to(dtype)
+    check_eval(ours, reference, x, backend, next(t for t in TOLERANCES if t.dtype == dtype))
+    weights = ours._cache.convs[0].onednn_weights
+    if _fused._native_onednn(dtype):
+        assert weights is None
+    else:
+        assert list(weights) == [tuple(x.shape)]
+        assert next(iter(weights.values())).dtype == torch.float32
+
+
 @pytest.mark.parametrize("backend", [CPU_BACKEND])
 def test_pinned_weights_follow_in_place_changes(backend):
     # The modules pin their folded weights, which the kernels then pack once; a pinned weight whose version

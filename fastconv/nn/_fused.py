@@ -145,10 +145,12 @@ class FoldedConv:
 
     1x1 convs run as ``pointwise_conv2d``, depthwise ones as ``depthwise_conv2d``, the rest as ``F.conv2d``
     on channels_last input. ``splits`` holds the output channels of each conv of a group that was stacked
-    into this one. ``onednn_weights`` (cached float32 CPU folds of F.conv2d convs) holds the weight in oneDNN's
-    own layout per input shape: where the forward calls the cpu backend's kernels directly, the conv then runs
-    as one oneDNN convolution with the activation fused, without reordering the weight on every call as
-    F.conv2d does. The layout is chosen for an input shape (one chosen without it can be many times slower).
+    into this one. ``onednn_weights`` (cached CPU folds of F.conv2d convs: float32 ones, and half-type ones
+    on CPUs where oneDNN only emulates the half type, which then run in float32 and round once) holds the
+    weight in oneDNN's own layout per input shape: where the forward calls the cpu backend's kernels directly,
+    the conv then runs as one oneDNN convolution with the activation fused, without reordering the weight on
+    every call as F.conv2d does. The layout is chosen for an input shape (one chosen without it can be many
+    times slower).
     """
 
     weight: Tensor  # [Cout, Cin / groups, kh, kw]
@@ -178,9 +180,14 @@ class FoldedConv:
         x = x.contiguous(memory_format=CHANNELS_LAST)
         if self.onednn_weights is not None and run.uses_cpu_kernels():
             activation, scalars = _ONEDNN_ACTIVATIONS[self.activation]
-            return torch.ops.mkldnn._convolution_pointwise(x, self._onednn_weight(x), self.bias, self.padding,
-                                                           self.stride, self.dilation, self.groups, activation,
-                                                           scalars, "")
+            # Half types without native oneDNN support compute in float32 and round once, as fastconv's own
+            # kernels (and PyTorch's half convs, which accumulate in float32) do.
+            x32 = x.float()
+            bias = None if self.bias is None else self.bias.float()
+            y = torch.ops.mkldnn._convolution_pointwise(x32, self._onednn_weight(x32), bias, self.padding,
+                                                        self.stride, self.dilation, self.groups, activation,
+                                                        scalars, "")
+            return y if y.dtype == x.dtype else y.to(x.dtype)
         y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         return reference.activate(y, self.activation)
 
@@ -191,7 +198,7 @@ class FoldedConv:
             if len(self.onednn_weights) >= _ONEDNN_SHAPES:
                 self.onednn_weights.pop(next(iter(self.onednn_weights)), None)
             weight = self.onednn_weights[shape] = torch.ops.mkldnn._reorder_convolution_weight(
-                self.weight.contiguous(memory_format=CHANNELS_LAST), self.padding, self.stride, self.dilation,
+                self.weight.float().contiguous(memory_format=CHANNELS_LAST), self.padding, self.stride, self.dilation,
                 self.groups, list(shape))
         return weight
 
@@ -254,8 +261,20 @@ _ONEDNN_ACTIVATIONS: dict[str, tuple[str, list[float]]] = {
 }
 
 
+def _native_onednn(dtype: torch.dtype) -> bool:
+    """Whether oneDNN runs ``dtype`` convolutions natively on this CPU (AVX-512 BF16 / AMX / FP16)."""
+    if dtype == torch.float32:
+        return True
+    check = {torch.bfloat16: "_is_mkldnn_bf16_supported", torch.float16: "_is_mkldnn_fp16_supported"}.get(dtype)
+    return check is not None and hasattr(torch.ops.mkldnn, check) and bool(getattr(torch.ops.mkldnn, check)())
+
+
 def _onednn_ready(c: FoldedConv) -> bool:
-    return (not (c.pointwise or c.depthwise) and c.weight.device.type == "cpu" and c.weight.dtype == torch.float32
+    """Whether the conv runs as a oneDNN float32 convolution on the cpu path: float32 folds, and half-type folds
+    on CPUs where oneDNN would only emulate the half type (F.conv2d is many times slower there)."""
+    dtype = c.weight.dtype
+    return (not (c.pointwise or c.depthwise) and c.weight.device.type == "cpu"
+            and (dtype == torch.float32 or (dtype in (torch.bfloat16, torch.float16) and not _native_onednn(dtype)))
             and not isinstance(c.padding, str) and torch.backends.mkldnn.is_available()
             and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
 
