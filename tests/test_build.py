@@ -122,6 +122,29 @@ def test_kernel_matches_reference(op, tol: Tolerance):
     assert_within_tolerance(out, expected, tol, lambda: ref_op(*args))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("op", backends.OPS)
+def test_repeated_call_allocates_no_scratch(op, dtype):
+    """With pinned weights, a second call on the same shapes allocates none of the kernel's scratch buffers: they
+    come back from the thread's pool (csrc/cpu/scratch_pool.h). One thread, so that one pool serves the calls."""
+    importlib.import_module("fastconv._C")
+    args = cast(SMOKE[op](), dtype)
+    kernel = getattr(torch.ops.fastconv_C, op)
+    names = getattr(torch.ops.fastconv_C, op).default._schema.arguments
+    torch.ops.fastconv_C.pin_weights([a for arg, a in zip(names, args, strict=True)
+                                      if isinstance(a, torch.Tensor) and ("weight" in arg.name or "bias" in arg.name)])
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        first = kernel(*args)
+        allocated = torch.ops.fastconv_C.cpu_scratch_allocations()
+        second = kernel(*args)
+        assert torch.ops.fastconv_C.cpu_scratch_allocations() == allocated
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(first, second)
+
+
 def test_portable_kernels_match_reference():
     """FASTCONV_CPU_ISA=generic selects the kernels built for any CPU (AVX2 machines never run them otherwise)."""
     script = (

@@ -9,7 +9,6 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <c10/core/impl/alloc_cpu.h>
 
 #include <algorithm>
 #include <memory>
@@ -20,6 +19,7 @@
 #include "../common/activation.h"
 #include "../common/conv_geometry.h"
 #include "microkernels.h"
+#include "scratch_pool.h"
 #include "weight_cache.h"
 
 namespace fastconv::cpu {
@@ -35,22 +35,27 @@ inline int64_t grain_for(int64_t work_per_item) {
   return std::max<int64_t>(1, kGrainWork / std::max<int64_t>(1, work_per_item));
 }
 
-// A 64-byte aligned, uninitialised buffer of n elements.
+// A 64-byte aligned, uninitialised buffer of n elements, from the thread's scratch pool (scratch_pool.h): a
+// kernel called again with the same shapes reuses the blocks its last call released.
 template <typename T>
 class Scratch {
  public:
-  explicit Scratch(int64_t n)
-      : data_(n > 0 ? static_cast<T*>(c10::alloc_cpu(static_cast<size_t>(n) * sizeof(T))) : nullptr) {}
-  ~Scratch() { c10::free_cpu(data_); }
+  explicit Scratch(int64_t n) {
+    if (n > 0) {
+      data_ = static_cast<T*>(scratch_acquire(static_cast<size_t>(n) * sizeof(T), bytes_));
+    }
+  }
+  ~Scratch() { scratch_release(data_, bytes_); }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
-  Scratch(Scratch&& other) noexcept : data_(other.data_) { other.data_ = nullptr; }
+  Scratch(Scratch&& other) noexcept : bytes_(other.bytes_), data_(other.data_) { other.data_ = nullptr; }
   Scratch& operator=(Scratch&&) = delete;
 
   T* get() const { return data_; }
 
  private:
-  T* data_;
+  size_t bytes_ = 0;  // the block's capacity, for scratch_release
+  T* data_ = nullptr;
 };
 
 // src[0, n) as acc_t: src itself when the types match, else converted into `scratch`.
