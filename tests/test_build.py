@@ -145,6 +145,25 @@ def test_repeated_call_allocates_no_scratch(op, dtype):
     assert torch.equal(first, second)
 
 
+def test_process_exits_cleanly_after_the_kernels_ran():
+    """Scratch pools (one per thread) and the packed-weight cache (static) both outlive the calls; at exit the
+    main thread's pool goes before the cache releases its buffers, which must then bypass the pool."""
+    script = (
+        "import torch, fastconv._C, test_build as t\n"
+        "torch.set_num_threads(2)\n"
+        "for op, make in t.SMOKE.items():\n"
+        "    args = make()\n"
+        "    torch.ops.fastconv_C.pin_weights([a for a in args[1:] if isinstance(a, torch.Tensor)])\n"
+        "    getattr(torch.ops.fastconv_C, op)(*args)\n"
+        "    getattr(torch.ops.fastconv_C, op)(*args)\n"
+        "print('done')\n"
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "tests"), str(ROOT), env.get("PYTHONPATH")]))
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "done", result.stderr[-2000:]
+
+
 def test_portable_kernels_match_reference():
     """FASTCONV_CPU_ISA=generic selects the kernels built for any CPU (AVX2 machines never run them otherwise)."""
     script = (

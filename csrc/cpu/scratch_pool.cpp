@@ -24,20 +24,30 @@ struct Block {
   size_t bytes;
 };
 
+// Set when the thread's pool is destroyed (thread exit; for the main thread, before static objects such as
+// the packed-weight cache release their buffers): blocks then go straight to the allocator. A trivially
+// destructible thread_local, so it can still be read after the pool is gone.
+thread_local bool pool_gone = false;
+
 struct Pool {
   std::vector<Block> blocks;  // oldest first
   size_t bytes = 0;
 
   ~Pool() {
+    pool_gone = true;
     for (const Block& b : blocks) {
       c10::free_cpu(b.data);
     }
   }
 };
 
-Pool& pool() {
+// The thread's pool, or null once it is destroyed.
+Pool* pool() {
+  if (pool_gone) {
+    return nullptr;
+  }
   thread_local Pool p;
-  return p;
+  return &p;
 }
 
 int64_t cpu_scratch_allocations() { return allocations.load(); }
@@ -45,7 +55,13 @@ int64_t cpu_scratch_allocations() { return allocations.load(); }
 }  // namespace
 
 void* scratch_acquire(size_t bytes, size_t& capacity) {
-  Pool& p = pool();
+  Pool* pp = pool();
+  if (pp == nullptr) {
+    allocations.fetch_add(1, std::memory_order_relaxed);
+    capacity = bytes;
+    return c10::alloc_cpu(bytes);
+  }
+  Pool& p = *pp;
   size_t best = p.blocks.size();
   for (size_t i = 0; i < p.blocks.size(); ++i) {
     const size_t have = p.blocks[i].bytes;
@@ -69,11 +85,12 @@ void scratch_release(void* block, size_t capacity) {
   if (block == nullptr) {
     return;
   }
-  if (capacity > kPoolBytes) {
+  Pool* pp = pool();
+  if (pp == nullptr || capacity > kPoolBytes) {
     c10::free_cpu(block);
     return;
   }
-  Pool& p = pool();
+  Pool& p = *pp;
   p.blocks.push_back({block, capacity});
   p.bytes += capacity;
   while (p.blocks.size() > kPoolBlocks || p.bytes > kPoolBytes) {
