@@ -220,8 +220,9 @@ def openmp_flags(torch_has_openmp: bool, platform: str) -> tuple[list[str], list
 
     ``at::parallel_for`` is a header template: with torch's OpenMP backend it is an ``omp parallel`` region
     compiled into the extension, which runs on one thread unless the extension itself is built with OpenMP.
-    Linux (GCC, Clang) and Windows (MSVC, clang-cl) get it; macOS's Apple Clang has no ``-fopenmp`` and its builds stay
-    single-threaded, as do builds against a torch without OpenMP (its native thread pool needs no flag).
+    Linux (GCC, Clang) and Windows (MSVC, clang-cl) get it; macOS's Apple Clang has no ``-fopenmp``, so builds
+    there run the kernels on one thread. A torch without OpenMP needs no flag: its native thread pool is reached
+    through libtorch.
     """
     if not torch_has_openmp or platform == "darwin":
         return [], []
