@@ -652,15 +652,6 @@ def _parameter_positions(op: str) -> tuple[int, ...]:
     return tuple(i for i, name in enumerate(names) if "weight" in name or "bias" in name)
 
 
-def _pin(tensors: list[object]) -> None:
-    """Pins the cpu kernels' weights (packed into their GEMM layout once, not on every call), as fastconv.nn
-    modules pin their folded weights: the layer cases then time the kernels as the networks run them. Eager's
-    F.conv2d reorders its weights on every call; compile-freezing prepacks them."""
-    tensors = [t for t in tensors if isinstance(t, torch.Tensor) and t.device.type == "cpu"]
-    if tensors and backends.extension() is not None and hasattr(torch.ops.fastconv_C, "pin_weights"):
-        torch.ops.fastconv_C.pin_weights(tensors)
-
-
 def op_callable(variant: Variant, case: LayerCase, args: tuple) -> Callable[[], object]:
     """A no-argument call of ``case.op`` on ``args`` (NCHW, contiguous) as ``variant`` runs it."""
     if variant.kind == "fastconv":
@@ -668,7 +659,10 @@ def op_callable(variant: Variant, case: LayerCase, args: tuple) -> Callable[[], 
         weights = _weight_positions(case.op)
         args = tuple(a if i in weights else _to_format(a, variant.memory_format) for i, a in enumerate(args))
         if variant.backend == "cpu":
-            _pin([args[i] for i in _parameter_positions(case.op)])
+            # Pinned as fastconv.nn modules pin their folded weights (packed once, not on every call), so that
+            # the layer cases time the kernels as the networks run them. Eager's F.conv2d reorders its weights
+            # on every call; compile-freezing prepacks them.
+            backends.pin_cpu_weights([args[i] for i in _parameter_positions(case.op)])
         return functools.partial(fastconv.ops.OPS[case.op], *args)
     # PyTorch: the unfused ATen path of the op, with every 4-D tensor in the variant's format.
     args = tuple(_to_format(a, variant.memory_format) for a in args)

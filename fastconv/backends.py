@@ -130,6 +130,15 @@ def has_kernel(op: str, dispatch_key: str) -> bool:
     return found
 
 
+def pin_cpu_weights(tensors: Iterator[torch.Tensor] | list[torch.Tensor]) -> None:
+    """Declares CPU weight tensors constant for the cpu backend's kernels (``fastconv_C::pin_weights``), which then
+    pack each into their GEMM layout once instead of on every call; nothing without the extension. Other devices'
+    tensors are skipped. A pinned tensor must not change through ``.data`` (in-place ops are seen)."""
+    cpu = [t for t in tensors if t is not None and t.device.type == "cpu"]
+    if cpu and extension() is not None and hasattr(torch.ops.fastconv_C, "pin_weights"):
+        torch.ops.fastconv_C.pin_weights(cpu)
+
+
 def _triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 

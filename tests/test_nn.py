@@ -425,7 +425,8 @@ def test_other_convs_in_half_types(backend, dtype):
         assert weights is None
     else:
         assert list(weights) == [tuple(x.shape)]
-        assert next(iter(weights.values())).dtype == torch.float32
+        weight, bias = next(iter(weights.values()))
+        assert weight.dtype == bias.dtype == torch.float32
 
 
 @pytest.mark.parametrize("backend", [CPU_BACKEND])

@@ -163,7 +163,8 @@ class FoldedConv:
     splits: tuple[int, ...]
     pointwise: bool
     depthwise: bool
-    onednn_weights: dict[tuple[int, ...], Tensor] | None = None  # input shape -> weight in oneDNN's layout
+    # input shape -> (float32 weight in oneDNN's layout, float32 bias)
+    onednn_weights: dict[tuple[int, ...], tuple[Tensor, Tensor | None]] | None = None
 
     @classmethod
     def of(cls, group: Sequence[Stage], weight: Tensor, bias: Tensor | None) -> FoldedConv:
@@ -183,24 +184,25 @@ class FoldedConv:
             # Half types without native oneDNN support compute in float32 and round once, as fastconv's own
             # kernels (and PyTorch's half convs, which accumulate in float32) do.
             x32 = x.float()
-            bias = None if self.bias is None else self.bias.float()
-            y = torch.ops.mkldnn._convolution_pointwise(x32, self._onednn_weight(x32), bias, self.padding,
-                                                        self.stride, self.dilation, self.groups, activation,
-                                                        scalars, "")
+            weight, bias = self._onednn_operands(x32)
+            y = torch.ops.mkldnn._convolution_pointwise(x32, weight, bias, self.padding, self.stride,
+                                                        self.dilation, self.groups, activation, scalars, "")
             return y if y.dtype == x.dtype else y.to(x.dtype)
         y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         return reference.activate(y, self.activation)
 
-    def _onednn_weight(self, x: Tensor) -> Tensor:
+    def _onednn_operands(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(weight in oneDNN's layout for x's shape, bias), both float32, made on the first call for a shape."""
         shape = tuple(x.shape)
-        weight = self.onednn_weights.get(shape)
-        if weight is None:
+        operands = self.onednn_weights.get(shape)
+        if operands is None:
             if len(self.onednn_weights) >= _ONEDNN_SHAPES:
                 self.onednn_weights.pop(next(iter(self.onednn_weights)), None)
-            weight = self.onednn_weights[shape] = torch.ops.mkldnn._reorder_convolution_weight(
-                self.weight.float().contiguous(memory_format=CHANNELS_LAST), self.padding, self.stride, self.dilation,
-                self.groups, list(shape))
-        return weight
+            weight = torch.ops.mkldnn._reorder_convolution_weight(
+                self.weight.float().contiguous(memory_format=CHANNELS_LAST), self.padding, self.stride,
+                self.dilation, self.groups, list(shape))
+            operands = self.onednn_weights[shape] = (weight, None if self.bias is None else self.bias.float())
+        return operands
 
     def split(self, x: Tensor, run: OpRunner = PUBLIC_OPS) -> tuple[Tensor, ...]:
         """Runs the stacked convs as one and returns each conv's output (channel slices, no copies)."""
@@ -285,9 +287,7 @@ def _prepare_cpu(convs: list[FoldedConv]) -> list[FoldedConv]:
     Pins the weights of the C++ kernels (packed once, not per call) when ``fastconv._C`` is built, and gives
     the F.conv2d convs a cache of their weights in oneDNN's layout.
     """
-    tensors = [t for c in convs for t in (c.weight, c.bias) if t is not None and t.device.type == "cpu"]
-    if tensors and backends.extension() is not None and hasattr(torch.ops.fastconv_C, "pin_weights"):
-        torch.ops.fastconv_C.pin_weights(tensors)
+    backends.pin_cpu_weights([t for c in convs for t in (c.weight, c.bias)])
     return [dataclasses.replace(c, onednn_weights={}) if _onednn_ready(c) else c for c in convs]
 
 
