@@ -300,9 +300,9 @@ void depthwise_pixels(const DepthwiseArgs<T>& d, int64_t ch_begin) {
 // Output pixels along a row swept at once by depthwise_resident.
 constexpr int kDepthwiseSweep = 4;
 
-// Channels [0, channels_vec) (whole vectors) with NTAPS taps, one channel vector at a time: its NTAPS weight
-// vectors stay in registers while the rows' pixels are swept kDepthwiseSweep at a time, so that each
-// multiply-add loads one input vector (depthwise_pixels loads a weight vector beside each).
+// Channels [0, channels_vec) (whole vectors) with NTAPS taps, one output row and channel vector at a time: its
+// NTAPS weight vectors stay in registers while the row's pixels are swept kDepthwiseSweep at a time, so that
+// each multiply-add loads one input vector (depthwise_pixels loads a weight vector beside each).
 template <typename T, int NTAPS>
 void depthwise_resident(const DepthwiseArgs<T>& d, int64_t channels_vec) {
   constexpr int64_t L = kLanes<T>;
